@@ -1,0 +1,1 @@
+"""Utilities shared by the library and the command-line tools: image I/O, process ranks."""
