@@ -222,6 +222,14 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
         """Only the counters: the schedule itself comes from the config."""
         return {"base_lrs": self.base_lrs, "last_epoch": self.last_epoch}
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the counters and set the groups' lr for the next iteration at once."""
+        super().load_state_dict(state_dict)
+        lrs = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        self._last_lr = lrs
+
     def get_lr(self) -> list[float]:
         """Learning rates for the current ``last_epoch`` (= finished iterations)."""
         factor = self._multiplier(self.last_epoch / self._max_iter)
