@@ -1,0 +1,87 @@
+"""Tests for diffmatte.config.instantiate: nested calls, lists, string targets, errors."""
+
+import collections
+import fractions
+import types
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from diffmatte.config import ConfigError, instantiate, locate, target_to_string
+from diffmatte.config import LazyCall as L
+
+
+def test_nested_calls_lists_and_plain_dicts() -> None:
+    cfg = DictConfig(
+        {
+            "net": L(torch.nn.Sequential)(),
+            "outer": L(types.SimpleNamespace)(
+                inner=L(fractions.Fraction)(numerator=3, denominator=4),
+                layers=[L(torch.nn.Linear)(in_features=2, out_features=5), 7],
+                plain={"frac": L(fractions.Fraction)(numerator=1, denominator=2), "n": 3},
+            ),
+        },
+        flags={"allow_objects": True},
+    )
+    out = instantiate(cfg)
+    assert isinstance(out, dict) and isinstance(out["net"], torch.nn.Sequential)
+    outer = out["outer"]
+    assert outer.inner == fractions.Fraction(3, 4)
+    assert isinstance(outer.layers, list) and outer.layers[1] == 7
+    assert isinstance(outer.layers[0], torch.nn.Linear)
+    assert outer.layers[0].weight.shape == (5, 2)
+    assert outer.plain == {"frac": fractions.Fraction(1, 2), "n": 3}
+
+
+def test_string_target_and_interpolation() -> None:
+    cfg = DictConfig(
+        {
+            "size": 6,
+            "layer": {
+                "_target_": "torch.nn.Linear",
+                "in_features": "${..size}",
+                "out_features": "${.in_features}",
+            },
+        }
+    )
+    layer = instantiate(cfg.layer)
+    assert isinstance(layer, torch.nn.Linear)
+    assert layer.weight.shape == (6, 6)
+
+
+def test_keeps_non_config_values() -> None:
+    module = torch.nn.ReLU()
+    cfg = L(types.SimpleNamespace)(act=None, values=(1, 2))
+    cfg.act = module
+    out = instantiate(cfg)
+    assert out.act is module
+    assert out.values == [1, 2]
+    assert instantiate(5) == 5 and instantiate("text") == "text"
+
+
+def test_bad_argument_names_the_key() -> None:
+    cfg = DictConfig({"model": {"head": L(torch.nn.Linear)(in_features=2, out_feat=3)}})
+    with pytest.raises(ConfigError, match=r"torch.nn.*Linear at 'model.head'.*out_feat"):
+        instantiate(cfg)
+
+
+def test_unknown_target() -> None:
+    with pytest.raises(ConfigError, match="cannot locate 'torch.nn.NoSuchLayer'"):
+        instantiate({"_target_": "torch.nn.NoSuchLayer"})
+
+
+def test_constructor_errors_propagate() -> None:
+    with pytest.raises(ZeroDivisionError):
+        instantiate(L(fractions.Fraction)(numerator=1, denominator=0))
+
+
+def test_locate_and_target_to_string() -> None:
+    assert locate("torch.optim.AdamW") is torch.optim.AdamW
+    assert locate("collections.OrderedDict.fromkeys") == collections.OrderedDict.fromkeys
+    assert target_to_string(torch.nn.Linear) == "torch.nn.Linear"
+    assert target_to_string(torch.optim.AdamW) == "torch.optim.AdamW"
+    with pytest.raises(ConfigError):
+        locate("no_such_package_xyz.thing")
+    with pytest.raises(ConfigError, match="import path"):
+        target_to_string(lambda: None)
