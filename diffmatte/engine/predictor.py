@@ -1,0 +1,277 @@
+"""Inference helpers behind ``inference.py`` and ``run_one_image.py``.
+
+DiffMatte (Hu et al. 2023, "Diffusion for Natural Image Matting", arXiv:2312.05915) predicts an
+alpha matte by running the backbone once and the diffusion decoder once per sampling step,
+starting from Gaussian noise of the image's (unpadded) size. The released scripts drew that noise
+from the global RNG after model construction, so their results depended on module initialisation
+and on the images processed before. Here the initial noise of every image is
+
+    torch.randn(1, 1, H, W, generator=torch.Generator().manual_seed(seed))
+
+drawn on the CPU and then moved to the device, so a result depends only on the image, the
+weights, the sampler and the seed: not on processing order, batch or number of processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffmatte.config import LazyConfig, instantiate
+from diffmatte.diffusion.samplers import Sampler
+from diffmatte.engine.checkpoint import load_checkpoint
+from diffmatte.modeling.trimap import trimap_from_gray_demo, trimap_from_uint8
+from diffmatte.utils.distributed import get_local_rank
+
+__all__ = [
+    "DEFAULT_SEED",
+    "Prediction",
+    "resolve_device",
+    "resolve_config_file",
+    "build_model",
+    "load_model",
+    "seeded_generator",
+    "initial_noise",
+    "trimap_to_model",
+    "predict_alpha",
+]
+
+logger = logging.getLogger(__name__)
+
+# The seed of the original Composition-1k script (train.seed in its configs).
+DEFAULT_SEED = 8282
+
+
+@dataclass
+class Prediction:
+    """Alpha matte of one image.
+
+    Attributes:
+        alpha: float32 (H, W) in [0, 1], before any quantisation; trimap background is 0 and
+            trimap foreground is 1.
+        trajectory: the x0 prediction of each sampling step mapped to alpha, float32 (H, W) in
+            [0, 1], post-processed like ``alpha``; None unless requested.
+    """
+
+    alpha: np.ndarray
+    trajectory: list[np.ndarray] | None = None
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turns a ``--device`` value into a device.
+
+    Args:
+        device: ``"auto"`` / None (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:1"``, ... A bare ``"cuda"`` (or auto on a CUDA machine) picks the GPU given by
+            ``$LOCAL_RANK``, so each ``torchrun`` process gets its own GPU.
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: the string is not a device, or CUDA was asked for but is not available.
+    """
+    if device is None or str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"invalid device {str(device)!r}: {err}") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+        if resolved.index is None:
+            resolved = torch.device("cuda", get_local_rank() % torch.cuda.device_count())
+    return resolved
+
+
+def resolve_config_file(value: str | os.PathLike) -> Path:
+    """A config file path, or a bare config name such as ``ViTS`` or ``ViTS_1024``.
+
+    A name that is not an existing path is looked up as ``configs/<name>.py`` in the working
+    directory, then beside the installed package (a source checkout).
+
+    Args:
+        value: path or name.
+
+    Returns:
+        The path to use (unchanged if nothing matched, so loading reports it as missing).
+    """
+    path = Path(value)
+    if path.exists() or path.suffix == ".py":
+        return path
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = root / "configs" / f"{path.name}.py"
+        if candidate.is_file():
+            return candidate
+    return path
+
+
+def build_model(
+    config_file: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Builds the ``model`` of a config file, in eval mode, on ``device`` (weights not loaded).
+
+    Args:
+        config_file: a LazyConfig Python file such as ``configs/ViTS.py``.
+        overrides: ``key=value`` strings applied to the config first, e.g.
+            ``["model.sampler.steps=10"]``.
+        device: where to put the model.
+
+    Returns:
+        The instantiated model (a :class:`~diffmatte.modeling.diffmatte.DiffMatte`).
+
+    Raises:
+        diffmatte.config.ConfigError: the config file or an override cannot be used.
+    """
+    cfg = LazyConfig.load(str(config_file))
+    if overrides:
+        cfg = LazyConfig.apply_overrides(cfg, list(overrides))
+    model = instantiate(cfg.model)
+    return model.to(device).eval()
+
+
+def load_model(
+    config_file: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Builds the model of a config file and loads released weights into it (strictly).
+
+    Args:
+        config_file: a LazyConfig Python file.
+        checkpoint: a ``.pth`` file in the released format (see ``load_checkpoint``).
+        overrides: ``key=value`` config overrides.
+        device: where to put the model.
+
+    Returns:
+        The model in eval mode on ``device``.
+
+    Raises:
+        diffmatte.config.ConfigError: bad config file or override.
+        diffmatte.engine.checkpoint.CheckpointError: missing, unreadable or mismatched weights.
+    """
+    model = build_model(config_file, overrides, device)
+    load_checkpoint(model, checkpoint)
+    return model.eval()
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """The CPU generator an image's random numbers come from.
+
+    It first gives the initial noise (:func:`initial_noise`), then the noise a DDPM sampler
+    adds at each step (drawn on the CPU and moved to the device), so DDPM results do not
+    depend on the device's RNG either. On the CPU this is the random stream the original
+    scripts used after ``torch.manual_seed(seed)``.
+
+    Args:
+        seed: any integer accepted by ``torch.Generator.manual_seed``.
+
+    Returns:
+        A fresh CPU generator.
+    """
+    return torch.Generator().manual_seed(seed)
+
+
+def initial_noise(height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """The initial diffusion state of an H x W image.
+
+    With a fresh ``seeded_generator(seed)`` this is exactly
+    ``torch.randn(1, 1, H, W, generator=torch.Generator().manual_seed(seed))``.
+
+    Args:
+        height: unpadded image height.
+        width: unpadded image width.
+        generator: a CPU generator, advanced by H * W draws.
+
+    Returns:
+        float32 CPU tensor of shape (1, 1, H, W), standard normal.
+    """
+    return torch.randn(1, 1, height, width, generator=generator)
+
+
+def trimap_to_model(trimap: np.ndarray, thresholds: str = "composition1k") -> torch.Tensor:
+    """Maps a stored grey trimap to the model's three levels.
+
+    Args:
+        trimap: uint8 (H, W), 0..255.
+        thresholds: ``"composition1k"`` (the original ``inference.py``: ``< 85`` background,
+            ``>= 170`` foreground, else unknown) or ``"demo"`` (the original
+            ``run_one_image.py``: v / 255 ``< 0.1`` background, ``> 0.9`` foreground, else
+            unknown). Both agree on 0 / 128 / 255 trimaps.
+
+    Returns:
+        float32 tensor (1, 1, H, W) with values in {0, 0.5, 1}.
+    """
+    if trimap.dtype != np.uint8 or trimap.ndim != 2:
+        raise ValueError(f"expected a uint8 (H, W) trimap, got {trimap.dtype} {trimap.shape}")
+    values = torch.from_numpy(np.ascontiguousarray(trimap))[None, None]
+    if thresholds == "composition1k":
+        return trimap_from_uint8(values)
+    if thresholds == "demo":
+        return trimap_from_gray_demo(values)
+    raise ValueError(f"unknown trimap thresholds {thresholds!r} (use 'composition1k' or 'demo')")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def predict_alpha(
+    model: nn.Module,
+    image: np.ndarray,
+    trimap: torch.Tensor,
+    sampler: Sampler | None = None,
+    seed: int = DEFAULT_SEED,
+    device: torch.device | None = None,
+    return_trajectory: bool = False,
+) -> Prediction:
+    """Predicts the alpha matte of one image.
+
+    Args:
+        model: a :class:`~diffmatte.modeling.diffmatte.DiffMatte` in eval mode.
+        image: float32 (H, W, 3) RGB in [0, 1].
+        trimap: float32 (1, 1, H, W) or (H, W) with values in {0, 0.5, 1}
+            (see :func:`trimap_to_model`).
+        sampler: sampling strategy; None uses the model's configured sampler.
+        seed: fixes the initial noise and the DDPM step noise (see :func:`seeded_generator`).
+        device: where to run; defaults to the model's device.
+        return_trajectory: also return the x0 prediction of every step.
+
+    Returns:
+        The :class:`Prediction`, as numpy arrays on the CPU.
+    """
+    device = _model_device(model) if device is None else device
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+    height, width = image.shape[:2]
+    trimap = trimap.reshape(1, 1, *trimap.shape[-2:])
+    if tuple(trimap.shape[-2:]) != (height, width):
+        raise ValueError(f"trimap size {tuple(trimap.shape[-2:])} != image size {(height, width)}")
+    image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+    generator = seeded_generator(seed)
+    noise = initial_noise(height, width, generator)
+    output = model.sample(
+        image_tensor.to(device, torch.float32),
+        trimap.to(device, torch.float32),
+        sampler=sampler,
+        noise=noise.to(device),
+        generator=generator,
+        return_trajectory=return_trajectory,
+    )
+    alpha = output.alpha[0, 0].float().cpu().numpy()
+    trajectory = None
+    if return_trajectory:
+        trajectory = [step[0, 0].float().cpu().numpy() for step in output.trajectory]
+    return Prediction(alpha=alpha, trajectory=trajectory)
