@@ -1,0 +1,333 @@
+"""DUNet: the time-conditioned U-Net decoder of DiffMatte.
+
+Facts from Hu et al., "Diffusion for Natural Image Matting" (DiffMatte, 2023) and the layer list
+of its released checkpoints (``model.decoder.*``): a stride-2 residual down path on the 7-channel
+decoder input (conditioning + x_t), a mid block that upsamples the backbone feature, up blocks
+with skip concatenation, and the conv head of ViTMatte (Yao et al. 2023). Time conditioning uses
+the sinusoidal embedding of Vaswani et al. (2017) as popularised for diffusion by Ho et al. (2020),
+applied here to the continuous time t in [0, 1] (not an integer step index).
+
+Only the down path, the time-dependent parts of the blocks and everything after the mid block
+depend on (x_t, t). :meth:`DUNet.prepare` computes the rest once per image (the mid block's two
+convolutions of the backbone feature, the conditioning channels' share of the first
+convolutions) and :meth:`DUNet.forward_cached` runs one sampling step from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "BasicDownBlock",
+    "BasicUpBlock",
+    "DUNet",
+    "DUNetCache",
+    "MattingHead",
+    "timestep_embedding",
+]
+
+
+def timestep_embedding(t: Tensor, dim: int = 32, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding of a continuous time.
+
+    emb = [cos(t f_0), ..., cos(t f_{d/2-1}), sin(t f_0), ..., sin(t f_{d/2-1})] with
+    f_k = max_period^(-k / (d/2)).
+
+    Args:
+        t: (N,) float time, in [0, 1] for DiffMatte.
+        dim: embedding width d (even).
+        max_period: the slowest period.
+
+    Returns:
+        (N, dim) float32 embedding.
+    """
+    if dim % 2:
+        raise ValueError(f"timestep embedding width must be even, got {dim}")
+    half = dim // 2
+    exponent = torch.arange(half, dtype=torch.float32, device=t.device) / half
+    freqs = torch.exp(-math.log(max_period) * exponent)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class ConvDownsample(nn.Module):
+    """Shortcut of a down block: 3x3 conv, stride 2, no bias."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.op = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+class BilinearUpsample(nn.Module):
+    """Shortcut of an up block: bilinear x2 (align_corners=False), then 3x3 conv without bias."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.conv(x)
+
+
+class TimeResidualBlock(nn.Module):
+    """Residual block with a per-channel time shift; subclasses add the shortcut branch.
+
+    out = ReLU(BN2(conv2(ReLU(BN1(conv1(x))) + ReLU(Linear(emb)))) + shortcut(x)).
+
+    Args:
+        conv1: the resolution-changing first convolution (bias-free), C_in -> C_out.
+        out_channels: C_out.
+        emb_channels: width E of the time embedding.
+    """
+
+    def __init__(self, conv1: nn.Module, out_channels: int, emb_channels: int) -> None:
+        super().__init__()
+        self.emb_layers = nn.Sequential(nn.Linear(emb_channels, out_channels), nn.ReLU())
+        self.conv1 = conv1
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        """x: (N, C_in, H, W) -> (N, C_out, H', W'), the residual branch."""
+        raise NotImplementedError
+
+    def merge(self, h: Tensor, skip: Tensor, emb: Tensor) -> Tensor:
+        """Finishes the block from precomputed ``conv1(x)`` and ``shortcut(x)``.
+
+        Args:
+            h: (N, C_out, H', W') ``conv1`` output, before BN.
+            skip: (N, C_out, H', W') shortcut output.
+            emb: (N, E) time embedding.
+
+        Returns:
+            (N, C_out, H', W') block output.
+        """
+        h = F.relu(self.bn1(h))
+        h = h + self.emb_layers(emb)[:, :, None, None]
+        h = self.bn2(self.conv2(h))
+        return F.relu(h + skip)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """x: (N, C_in, H, W), emb: (N, E) -> (N, C_out, H', W')."""
+        return self.merge(self.conv1(x), self.shortcut(x), emb)
+
+
+class BasicDownBlock(TimeResidualBlock):
+    """Halves the resolution: conv1 is a 3x3 stride-2 conv, the shortcut ``downsample.op``."""
+
+    def __init__(self, in_channels: int, out_channels: int, emb_channels: int) -> None:
+        conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False)
+        super().__init__(conv1, out_channels, emb_channels)
+        self.downsample = ConvDownsample(in_channels, out_channels)
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        return self.downsample(x)
+
+
+class BasicUpBlock(TimeResidualBlock):
+    """Doubles the resolution: conv1 is a 4x4 stride-2 transposed conv, the shortcut bilinear."""
+
+    def __init__(self, in_channels: int, out_channels: int, emb_channels: int) -> None:
+        conv1 = nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False)
+        super().__init__(conv1, out_channels, emb_channels)
+        self.upsample = BilinearUpsample(in_channels, out_channels)
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        return self.upsample(x)
+
+
+class MattingHead(nn.Module):
+    """conv3x3 C->16 (bias), BN, ReLU, conv1x1 16->1 (bias): per-pixel logits."""
+
+    def __init__(self, in_channels: int, mid_channels: int = 16) -> None:
+        super().__init__()
+        self.matting_convs = nn.Sequential(
+            nn.Conv2d(in_channels, mid_channels, 3, padding=1),
+            nn.BatchNorm2d(mid_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid_channels, 1, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, C, H, W) -> (N, 1, H, W) logits."""
+        return self.matting_convs(x)
+
+
+@dataclass
+class DUNetCache:
+    """Step-independent decoder tensors of one batch of images (see :meth:`DUNet.prepare`).
+
+    Attributes:
+        cond_conv1: (N, C1, H/2, W/2) first down block's conv1 on the conditioning channels.
+        cond_shortcut: (N, C1, H/2, W/2) first down block's shortcut on the same channels.
+        mid_conv1: (N, Cm, 2h, 2w) mid block's transposed conv of the feature, before BN.
+        mid_shortcut: (N, Cm, 2h, 2w) mid block's upsample branch of the feature.
+    """
+
+    cond_conv1: Tensor
+    cond_shortcut: Tensor
+    mid_conv1: Tensor
+    mid_shortcut: Tensor
+
+
+class DUNet(nn.Module):
+    """Time-conditioned U-Net decoder predicting x0 logits from x_t and backbone features.
+
+    The structure is derived from the channel lists: one down block per consecutive pair of
+    ``downsample_in``; a mid block ``upsample_in[0] -> upsample_in[1]`` on the feature; then up
+    block i maps ``upsample_in[i + 1] + downsample_in[-1 - i]`` (concatenated [h, skip]) to
+    ``upsample_in[i + 2]``; a head on ``upsample_in[-1]`` channels.
+
+    Args:
+        downsample_in: (7, 32, 64, 128) for the ViT configs, (7, 32, 64, 128, 128) for res34/swin_t.
+        upsample_in: (C_feat, 256, 128, 64, 32) for ViT (feature at /16), (C_feat, 256, 256, 128,
+            64, 32) for res34/swin_t (feature at /32); one entry more than ``downsample_in``.
+        time_embed_dim: width of the sinusoidal embedding and of the time MLP.
+    """
+
+    def __init__(
+        self,
+        downsample_in: Sequence[int] = (7, 32, 64, 128),
+        upsample_in: Sequence[int] = (384, 256, 128, 64, 32),
+        time_embed_dim: int = 32,
+    ) -> None:
+        super().__init__()
+        if len(upsample_in) != len(downsample_in) + 1:
+            raise ValueError(
+                f"upsample_in must have one entry more than downsample_in, got "
+                f"{list(upsample_in)} and {list(downsample_in)}"
+            )
+        down, up = list(downsample_in), list(upsample_in)
+        self.time_embed_dim = time_embed_dim
+        self.cond_channels = down[0] - 1
+        self.down_blks = nn.ModuleList(
+            BasicDownBlock(down[i], down[i + 1], time_embed_dim) for i in range(len(down) - 1)
+        )
+        self.time_embed = nn.Sequential(
+            nn.Linear(time_embed_dim, time_embed_dim),
+            nn.ReLU(),
+            nn.Linear(time_embed_dim, time_embed_dim),
+        )
+        self.mid_blk = BasicUpBlock(up[0], up[1], time_embed_dim)
+        self.up_blks = nn.ModuleList(
+            BasicUpBlock(up[i + 1] + down[-1 - i], up[i + 2], time_embed_dim)
+            for i in range(len(down) - 1)
+        )
+        self.matting_head = MattingHead(up[-1])
+
+    def embed_time(self, t: Tensor) -> Tensor:
+        """t: (N,) float in [0, 1] -> (N, time_embed_dim) conditioning vector."""
+        return self.time_embed(timestep_embedding(t, self.time_embed_dim))
+
+    def forward(self, x: Tensor, t: Tensor, features: Tensor) -> Tensor:
+        """One denoising step.
+
+        Args:
+            x: (N, 7, H, W) float: the 6 conditioning channels (2 * [normalised RGB, one-hot
+                trimap] - 1) then the variance-normalised x_t; H and W multiples of the feature
+                stride s = 2^(len(down_blks) + 1) (16 for ViT, 32 for res34/swin_t).
+            t: (N,) float time in [0, 1].
+            features: (N, C_feat, H / s, W / s) backbone features.
+
+        Returns:
+            (N, 1, H, W) logits; x̂0 = 2 * sigmoid(logits) - 1.
+        """
+        emb = self.embed_time(t)
+        skips = []
+        h = x
+        for block in self.down_blks:
+            h = block(h, emb)
+            skips.append(h)
+        _check_mid_size((2 * features.shape[-2], 2 * features.shape[-1]), skips[-1])
+        h = self.mid_blk(features, emb)
+        return self._decode(h, skips, emb)
+
+    def prepare(self, cond: Tensor, features: Tensor) -> DUNetCache:
+        """Computes the tensors that do not depend on (x_t, t), once per image batch.
+
+        Valid while the weights do not change; the BatchNorm layers are not involved.
+
+        Args:
+            cond: (N, 6, H, W) the conditioning channels of the decoder input (``x[:, :6]``).
+            features: backbone features as in :meth:`forward`.
+
+        Returns:
+            The cache for :meth:`forward_cached`.
+        """
+        if cond.shape[1] != self.cond_channels:
+            raise ValueError(
+                f"expected {self.cond_channels} conditioning channels, got {cond.shape[1]}"
+            )
+        first = self.down_blks[0]
+        cond_w = slice(0, self.cond_channels)
+        return DUNetCache(
+            cond_conv1=_conv_share(first.conv1, cond, cond_w),
+            cond_shortcut=_conv_share(first.downsample.op, cond, cond_w),
+            mid_conv1=self.mid_blk.conv1(features),
+            mid_shortcut=self.mid_blk.shortcut(features),
+        )
+
+    def forward_cached(self, x_t: Tensor, t: Tensor, cache: DUNetCache) -> Tensor:
+        """Same as :meth:`forward` (up to float rounding) with the static parts from ``cache``.
+
+        Args:
+            x_t: (N, 1, H, W) variance-normalised diffusion state (padded like ``cond``).
+            t: (N,) float time in [0, 1].
+            cache: from :meth:`prepare` on the same images.
+
+        Returns:
+            (N, 1, H, W) logits.
+        """
+        emb = self.embed_time(t)
+        first = self.down_blks[0]
+        xt_w = slice(self.cond_channels, None)
+        h = first.merge(
+            cache.cond_conv1 + _conv_share(first.conv1, x_t, xt_w),
+            cache.cond_shortcut + _conv_share(first.downsample.op, x_t, xt_w),
+            emb,
+        )
+        skips = [h]
+        for block in self.down_blks[1:]:
+            h = block(h, emb)
+            skips.append(h)
+        _check_mid_size((cache.mid_conv1.shape[-2], cache.mid_conv1.shape[-1]), skips[-1])
+        h = self.mid_blk.merge(cache.mid_conv1, cache.mid_shortcut, emb)
+        return self._decode(h, skips, emb)
+
+    def _decode(self, h: Tensor, skips: list[Tensor], emb: Tensor) -> Tensor:
+        for i, block in enumerate(self.up_blks):
+            h = block(torch.cat([h, skips[-1 - i]], dim=1), emb)
+        return self.matting_head(h)
+
+
+def _check_mid_size(mid_hw: tuple[int, int], deepest_skip: Tensor) -> None:
+    """Raises a clear error when the upsampled feature cannot meet the deepest skip."""
+    if mid_hw != (deepest_skip.shape[-2], deepest_skip.shape[-1]):
+        feature_hw = (mid_hw[0] // 2, mid_hw[1] // 2)
+        expected = (deepest_skip.shape[-2] // 2, deepest_skip.shape[-1] // 2)
+        raise ValueError(
+            f"backbone features of spatial size {feature_hw} do not match the decoder input "
+            f"(expected {expected})"
+        )
+
+
+def _conv_share(conv: nn.Conv2d, x: Tensor, channels: slice) -> Tensor:
+    """The contribution of some input channels to a bias-free conv: conv(x) with sliced weights."""
+    return F.conv2d(
+        x,
+        conv.weight[:, channels],
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+    )
