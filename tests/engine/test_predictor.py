@@ -25,6 +25,15 @@ from diffmatte.modeling.diffmatte import MattingOutput
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_vit.py"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny convolutions run many times faster on one thread than on busy shared cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
