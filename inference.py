@@ -172,11 +172,12 @@ def run(args: argparse.Namespace) -> int:
     if todo:
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
-            config_file = resolve_config_file(args.config_file)
-            model = load_model(config_file, checkpoint, args.opts, device)
         except OSError as err:
             _error(f"{output_dir}: cannot create the output folder ({err.strerror or err})")
             return EXIT_UNUSABLE
+        try:
+            config_file = resolve_config_file(args.config_file)
+            model = load_model(config_file, checkpoint, args.opts, device)
         except (ConfigError, CheckpointError) as err:
             _error(" ".join(str(err).split()))
             return EXIT_UNUSABLE

@@ -1,24 +1,19 @@
-"""A tiny ViT DiffMatte for fast CPU tests of the inference tools (random weights only)."""
+"""A tiny ViTS-style DiffMatte for fast CPU tests of the inference tools (random weights only).
 
-from diffmatte.config import LazyCall as L
-from diffmatte.diffusion.gaussian import GaussianDiffusion
-from diffmatte.diffusion.samplers import Sampler
-from diffmatte.modeling.backbone.vit import ViT
-from diffmatte.modeling.decoder.dunet import DUNet
-from diffmatte.modeling.diffmatte import DiffMatte
+Everything but the sizes comes from ``configs/ViTS.py`` (windowed + global attention, residual
+block, decomposed relative positions, diffusion scale 0.2, one-step DDPM default sampler).
+"""
 
-model = L(DiffMatte)(
-    backbone=L(ViT)(
-        img_size=64,
-        embed_dim=32,
-        depth=2,
-        num_heads=2,
-        window_size=4,
-        window_block_indexes=[0],
-        residual_block_indexes=[1],
-    ),
-    decoder=L(DUNet)(downsample_in=[7, 8, 8, 8], upsample_in=[32, 16, 8, 8, 8]),
-    diffusion=L(GaussianDiffusion)(schedule="linear", scale=0.2),
-    sampler=L(Sampler)(method="ddpm", steps=1),
-    backbone_trimap="value",
-)
+from ...configs.ViTS import model
+
+model.backbone.img_size = 64
+model.backbone.embed_dim = 32
+model.backbone.depth = 2
+model.backbone.num_heads = 2
+model.backbone.window_size = 4
+model.backbone.window_block_indexes = [0]
+model.backbone.residual_block_indexes = [1]
+model.decoder.downsample_in = [7, 8, 8, 8]
+model.decoder.upsample_in = ["${...backbone.embed_dim}", 16, 8, 8, 8]
+# Inference needs no loss.
+model.criterion = None
