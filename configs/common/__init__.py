@@ -1,0 +1,1 @@
+"""Shared parts of the experiment configs, one concern per file; variants import and override."""
