@@ -162,6 +162,13 @@ def alpha_to_uint8(alpha: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
+def _file_mode() -> int:
+    """Permissions of a newly created file under the current umask (mkstemp uses 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Writes through ``write(file)`` into a temporary file beside ``path``, then renames it."""
     path = Path(path)
@@ -170,6 +177,7 @@ def _write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+        os.chmod(tmp_name, _file_mode())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -130,6 +130,12 @@ def test_write_png_atomic_creates_dirs_and_replaces(tmp_path, rgb8):
     write_png_atomic(target, rgb8[:, :, 0])
     np.testing.assert_array_equal(cv2.imread(str(target), cv2.IMREAD_UNCHANGED), rgb8[:, :, 0])
     assert os.listdir(target.parent) == ["out.png"]  # no temporary file left behind
+    umask = os.umask(0o022)
+    try:
+        write_png_atomic(target, rgb8)
+        assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+    finally:
+        os.umask(umask)
 
     rgba = np.dstack([rgb8, np.full((5, 7), 9, np.uint8)])
     write_image_atomic(tmp_path / "c.png", rgba)
