@@ -50,10 +50,32 @@ def timestep_embedding(t: Tensor, dim: int = 32, max_period: float = 10000.0) ->
     if dim % 2:
         raise ValueError(f"timestep embedding width must be even, got {dim}")
     half = dim // 2
-    exponent = torch.arange(half, dtype=torch.float32, device=t.device) / half
-    freqs = torch.exp(-math.log(max_period) * exponent)
+    k = torch.arange(half, dtype=torch.float32, device=t.device)
+    freqs = torch.exp(-math.log(max_period) * k / half)
     args = t.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def _check_mid_size(mid_hw: tuple[int, int], deepest_skip: Tensor) -> None:
+    """Raises a clear error when the upsampled feature cannot meet the deepest skip."""
+    if mid_hw != (deepest_skip.shape[-2], deepest_skip.shape[-1]):
+        feature_hw = (mid_hw[0] // 2, mid_hw[1] // 2)
+        expected = (deepest_skip.shape[-2] // 2, deepest_skip.shape[-1] // 2)
+        raise ValueError(
+            f"backbone features of spatial size {feature_hw} do not match the decoder input "
+            f"(expected {expected})"
+        )
+
+
+def _conv_share(conv: nn.Conv2d, x: Tensor, channels: slice) -> Tensor:
+    """The contribution of some input channels to a bias-free conv: conv(x) with sliced weights."""
+    return F.conv2d(
+        x,
+        conv.weight[:, channels],
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+    )
 
 
 class ConvDownsample(nn.Module):
@@ -102,12 +124,12 @@ class TimeResidualBlock(nn.Module):
         """x: (N, C_in, H, W) -> (N, C_out, H', W'), the residual branch."""
         raise NotImplementedError
 
-    def merge(self, h: Tensor, skip: Tensor, emb: Tensor) -> Tensor:
+    def merge(self, h: Tensor, residual: Tensor, emb: Tensor) -> Tensor:
         """Finishes the block from precomputed ``conv1(x)`` and ``shortcut(x)``.
 
         Args:
             h: (N, C_out, H', W') ``conv1`` output, before BN.
-            skip: (N, C_out, H', W') shortcut output.
+            residual: (N, C_out, H', W') shortcut output.
             emb: (N, E) time embedding.
 
         Returns:
@@ -116,7 +138,7 @@ class TimeResidualBlock(nn.Module):
         h = F.relu(self.bn1(h))
         h = h + self.emb_layers(emb)[:, :, None, None]
         h = self.bn2(self.conv2(h))
-        return F.relu(h + skip)
+        return F.relu(h + residual)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         """x: (N, C_in, H, W), emb: (N, E) -> (N, C_out, H', W')."""
@@ -309,25 +331,3 @@ class DUNet(nn.Module):
         for i, block in enumerate(self.up_blks):
             h = block(torch.cat([h, skips[-1 - i]], dim=1), emb)
         return self.matting_head(h)
-
-
-def _check_mid_size(mid_hw: tuple[int, int], deepest_skip: Tensor) -> None:
-    """Raises a clear error when the upsampled feature cannot meet the deepest skip."""
-    if mid_hw != (deepest_skip.shape[-2], deepest_skip.shape[-1]):
-        feature_hw = (mid_hw[0] // 2, mid_hw[1] // 2)
-        expected = (deepest_skip.shape[-2] // 2, deepest_skip.shape[-1] // 2)
-        raise ValueError(
-            f"backbone features of spatial size {feature_hw} do not match the decoder input "
-            f"(expected {expected})"
-        )
-
-
-def _conv_share(conv: nn.Conv2d, x: Tensor, channels: slice) -> Tensor:
-    """The contribution of some input channels to a bias-free conv: conv(x) with sliced weights."""
-    return F.conv2d(
-        x,
-        conv.weight[:, channels],
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-    )
