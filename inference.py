@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config-dir",
         "--config-file",
         dest="config_file",
+        metavar="FILE",
         default="configs/ViTS.py",
         help="config file (Python LazyConfig) or the name of one in configs/, e.g. ViTS",
     )
@@ -64,11 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-dir",
         "--checkpoint",
         dest="checkpoint",
+        metavar="FILE",
         required=True,
         help="weights file (.pth) in the released format",
     )
     parser.add_argument(
         "--data-dir",
+        metavar="DIR",
         required=True,
         help="dataset folder with merged/ and trimaps/ (or image/ and trimap/)",
     )
@@ -76,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--inference-dir",
         "--output-dir",
         dest="output_dir",
+        metavar="DIR",
         default="predDIM/pred_alpha",
         help="folder for the predicted alphas, <stem>.png",
     )
@@ -161,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
 
     output_dir = Path(args.output_dir)
+    if output_dir.resolve() in (listing.image_dir.resolve(), listing.trimap_dir.resolve()):
+        _error(f"{output_dir}: is an input folder; choose another --inference-dir")
+        return EXIT_UNUSABLE
     pairs = shard(listing.pairs, rank, world_size)
     todo = [
         pair for pair in pairs if args.overwrite or not (output_dir / f"{pair.name}.png").exists()

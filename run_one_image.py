@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config-dir",
         "--config-file",
         dest="config_file",
+        metavar="FILE",
         default="configs/ViTS_1024.py",
         help="config file (Python LazyConfig) or the name of one in configs/, e.g. ViTS_1024",
     )
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-dir",
         "--checkpoint",
         dest="checkpoint",
+        metavar="FILE",
         required=True,
         help="weights file (.pth) in the released format",
     )
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-dir",
         "--image",
         dest="image",
+        metavar="FILE",
         default=str(bundled_lemur_dir() / "image" / "lemur.png"),
         help="input image file (default: the bundled CC0 lemur photograph)",
     )
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trimap-dir",
         "--trimap",
         dest="trimap",
+        metavar="FILE",
         default=str(bundled_lemur_dir() / "trimap" / "lemur.png"),
         help="trimap file (grey; dark = background, bright = foreground, mid = unknown)",
     )
@@ -87,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir",
         "--output",
         dest="output",
+        metavar="PATH",
         default="demo/result.png",
         help="alpha PNG file, or a folder that receives <image stem>.png",
     )
@@ -153,6 +158,18 @@ def run(args: argparse.Namespace) -> int:
             f"{Path(args.image).name} ({image.shape[1]}x{image.shape[0]})"
         )
         return EXIT_FAILED
+    alpha_path = alpha_output_path(args.output, args.image)
+    inputs = {Path(args.image).resolve(), Path(args.trimap).resolve()}
+    extras = [args.output_npy, args.output_rgba, args.output_trajectory]
+    for output in [alpha_path, *(path for path in extras if path is not None)]:
+        if Path(output).resolve() in inputs:
+            _report(f"{output}: is an input file; choose another output path")
+            return EXIT_FAILED
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        _report(f"{checkpoint}: checkpoint file not found")
+        return EXIT_FAILED
+
     levels = np.unique(gray)
     if not set(levels.tolist()) <= {0, 128, 255}:
         print(
@@ -161,10 +178,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     trimap = trimap_to_model(gray, "demo")
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
-        _report(f"{checkpoint}: checkpoint file not found")
-        return EXIT_FAILED
     try:
         model = load_model(resolve_config_file(args.config_file), checkpoint, args.opts, device)
     except (ConfigError, CheckpointError) as err:
@@ -176,19 +189,18 @@ def run(args: argparse.Namespace) -> int:
         model, image, trimap, sampler, args.seed, device, return_trajectory=want_trajectory
     )
     alpha_u8 = alpha_to_uint8(prediction.alpha)
-    written = [alpha_output_path(args.output, args.image)]
     try:
-        write_png_atomic(written[0], alpha_u8)
+        written = [write_png_atomic(alpha_path, alpha_u8)]
         if args.output_npy is not None:
             written.append(save_npy_atomic(args.output_npy, prediction.alpha.astype(np.float32)))
         if args.output_rgba is not None:
-            rgb_u8 = alpha_to_uint8(image)
-            written.append(write_png_atomic(args.output_rgba, np.dstack([rgb_u8, alpha_u8])))
+            rgba = np.dstack([alpha_to_uint8(image), alpha_u8])
+            written.append(write_png_atomic(args.output_rgba, rgba))
         if want_trajectory:
             strip = np.concatenate([alpha_to_uint8(step) for step in prediction.trajectory], 1)
             written.append(write_png_atomic(args.output_trajectory, strip))
     except OSError as err:
-        _report(f"{err.filename or args.output}: cannot write ({err.strerror or err})")
+        _report(f"{err.filename or alpha_path}: cannot write ({err.strerror or err})")
         return EXIT_FAILED
     print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
     return EXIT_OK

@@ -180,6 +180,10 @@ def test_unusable_runs_exit_2_with_one_line(capsys, weights, dataset, tmp_path):
         code, err = _infer(capsys, checkpoint, data, tmp_path / "out", *extra)
         assert code == 2, err
         assert err.count("\n") == 1 and err.startswith(start), err
+    code, err = _infer(capsys, weights, dataset, dataset / "trimaps")
+    assert code == 2 and err == f"error: {dataset / 'trimaps'}: is an input folder; " + (
+        "choose another --inference-dir\n"
+    )
     wrong = tmp_path / "wrong.pth"
     torch.save({"model.backbone.unknown": torch.zeros(3)}, wrong)
     code, err = _infer(capsys, wrong, dataset, tmp_path / "out")
@@ -269,6 +273,11 @@ def test_run_one_image_errors(capsys, weights, dataset, tmp_path):
     code, err = _one(capsys, weights, image, trimap, tmp_path / "o.png", "--device", "tpu")
     assert code == 2 and err.count("\n") == 1
     assert not (tmp_path / "o.png").exists()
+    # A folder output next to the input would overwrite the image itself.
+    before = image.read_bytes()
+    code, err = _one(capsys, weights, image, trimap, image.parent)
+    assert code == 2 and err == f"error: {image}: is an input file; choose another output path\n"
+    assert image.read_bytes() == before
 
 
 def test_inference_script_as_subprocess(weights, dataset, tmp_path):
