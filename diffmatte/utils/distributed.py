@@ -14,7 +14,15 @@ from typing import TypeVar
 
 import torch.distributed as dist
 
-__all__ = ["get_rank", "get_world_size", "get_local_rank", "is_main_process", "shard"]
+__all__ = [
+    "get_rank",
+    "get_world_size",
+    "get_local_rank",
+    "is_main_process",
+    "shard",
+    "init_process_group",
+    "destroy_process_group",
+]
 
 T = TypeVar("T")
 
@@ -85,3 +93,34 @@ def shard(items: Sequence[T], rank: int | None = None, world_size: int | None = 
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"invalid rank {rank} for world size {world_size}")
     return list(items[rank::world_size])
+
+
+def init_process_group(device_type: str) -> bool:
+    """Join the process group described by the torchrun environment, if there is one.
+
+    NCCL is used for CUDA training, gloo on the CPU. On CUDA the process's GPU is
+    ``$LOCAL_RANK`` (modulo the number of visible GPUs). ``MASTER_ADDR`` / ``MASTER_PORT`` come
+    from the environment (torchrun sets them).
+
+    Args:
+        device_type: "cuda" or "cpu".
+
+    Returns:
+        True when running distributed (``$WORLD_SIZE`` > 1), False for a single process.
+    """
+    if get_world_size() <= 1:
+        return False
+    if dist.is_initialized():
+        return True
+    if device_type == "cuda":
+        import torch
+
+        torch.cuda.set_device(get_local_rank() % torch.cuda.device_count())
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return True
+
+
+def destroy_process_group() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,188 @@
+"""Training checkpoints: periodic, atomic, bounded in number, resumable.
+
+A training checkpoint is one ``torch.save`` file holding ``{"model": state dict, "optimizer",
+"scheduler", "grad_scaler", "iteration", "rng"}``. Its ``"model"`` entry is the plain state dict
+of the DiffMatte module, so :func:`diffmatte.engine.checkpoint.load_checkpoint` (and therefore
+``inference.py``) reads a training checkpoint like a released one. The file ``last_checkpoint``
+in the same folder names the newest checkpoint (detectron2's convention) and is what ``--resume``
+reads. ``iteration`` is the number of finished iterations, i.e. where a resumed run starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "LAST_CHECKPOINT_FILE",
+    "TrainingCheckpointError",
+    "atomic_torch_save",
+    "capture_rng_state",
+    "restore_rng_state",
+    "TrainingCheckpointer",
+]
+
+logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT_FILE = "last_checkpoint"
+_PERIODIC = re.compile(r"^model_(\d{7})\.pth$")
+
+
+class TrainingCheckpointError(RuntimeError):
+    """A training checkpoint cannot be read or does not fit; the message is one line."""
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the target folder, then ``os.replace``.
+
+    A crash while writing never leaves a truncated file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp_name, path)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """States of Python's ``random``, NumPy's global RNG, torch's CPU and current CUDA RNG."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # Plain tensors and numbers only, so that checkpoints load with weights_only=True.
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state` (the CUDA state only where CUDA is in use)."""
+    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["name"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class TrainingCheckpointer:
+    """Write and find training checkpoints in one folder.
+
+    Periodic checkpoints are named ``model_<iteration:07d>.pth``; only the newest
+    ``max_to_keep`` of them are kept. Other names (``model_final.pth``, ``model_best.pth``) are
+    never pruned.
+
+    Args:
+        directory: the training output folder.
+        max_to_keep: number of periodic checkpoints kept; None keeps all.
+    """
+
+    def __init__(self, directory: str | Path, max_to_keep: int | None = None) -> None:
+        if max_to_keep is not None and max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be at least 1 or None, got {max_to_keep}")
+        self.directory = Path(directory)
+        self.max_to_keep = max_to_keep
+
+    @staticmethod
+    def periodic_name(iteration: int) -> str:
+        """File name of the periodic checkpoint after ``iteration`` finished iterations."""
+        return f"model_{iteration:07d}.pth"
+
+    def save(self, name: str, state: dict[str, Any], tag_last: bool = True) -> Path:
+        """Write ``state`` atomically as ``name`` and prune old periodic checkpoints.
+
+        Args:
+            name: file name inside the folder.
+            state: the checkpoint content.
+            tag_last: make ``last_checkpoint`` point at this file.
+
+        Returns:
+            The written path.
+        """
+        path = self.directory / name
+        atomic_torch_save(state, path)
+        if tag_last:
+            _atomic_write_text(self.directory / LAST_CHECKPOINT_FILE, name)
+        logger.info("saved checkpoint %s", path)
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        if self.max_to_keep is None:
+            return
+        periodic = sorted(p for p in self.directory.iterdir() if _PERIODIC.match(p.name))
+        last = self.last_checkpoint()
+        for path in periodic[: max(0, len(periodic) - self.max_to_keep)]:
+            if last is not None and path == last:
+                continue
+            path.unlink(missing_ok=True)
+            logger.debug("removed old checkpoint %s", path)
+
+    def last_checkpoint(self) -> Path | None:
+        """The checkpoint named by ``last_checkpoint``, or None when there is none."""
+        marker = self.directory / LAST_CHECKPOINT_FILE
+        if not marker.is_file():
+            return None
+        path = self.directory / marker.read_text(encoding="utf-8").strip()
+        if not path.is_file():
+            raise TrainingCheckpointError(
+                f"{marker} names {path.name}, which does not exist; remove the marker or "
+                "restore the file"
+            )
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> dict[str, Any]:
+        """Read a training checkpoint written by :meth:`save`.
+
+        Raises:
+            TrainingCheckpointError: unreadable file or not a training checkpoint.
+        """
+        path = Path(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported in one line
+            raise TrainingCheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
+        if not isinstance(state, dict) or "model" not in state or "iteration" not in state:
+            raise TrainingCheckpointError(
+                f"{path}: not a training checkpoint (needs 'model' and 'iteration' entries)"
+            )
+        return state
