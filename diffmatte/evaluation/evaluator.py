@@ -273,7 +273,10 @@ def _run(tasks: list[_Task], workers: int) -> Iterator[tuple[str, dict[str, floa
         yield from map(_evaluate_file, tasks)
         return
     chunksize = max(1, min(8, len(tasks) // (8 * workers)))
-    with multiprocessing.Pool(workers, initializer=_init_worker) as pool:
+    # Fresh interpreters: a forked child can hang on OpenCV's thread pool inherited from a
+    # parent that already ran OpenCV code (e.g. a training process validating).
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_init_worker) as pool:
         yield from pool.imap(_evaluate_file, tasks, chunksize=chunksize)
 
 
