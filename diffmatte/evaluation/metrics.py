@@ -365,6 +365,8 @@ def _check_inputs(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray | None) -
                 f"{name} must be a uint8 array of shape (H, W), "
                 f"got {array.dtype} of shape {array.shape}"
             )
+        if array.size == 0:
+            raise MetricInputError(f"{name} is empty (shape {array.shape})")
     shapes = {name: array.shape for name, array in arrays.items()}
     if len(set(shapes.values())) != 1:
         listed = ", ".join(f"{name} {h}x{w}" for name, (h, w) in shapes.items())

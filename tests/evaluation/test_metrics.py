@@ -398,6 +398,7 @@ def test_octave_sum_of_empty_is_zero() -> None:
         (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.uint8), None, "gt must be a uint8"),
         (np.zeros((4, 4), np.uint8), [[0]], None, "gt must be a numpy array"),
         (np.zeros((4, 4), np.uint8), np.zeros((4, 5), np.uint8), None, "pred 4x4, gt 4x5"),
+        (np.zeros((0, 4), np.uint8), np.zeros((0, 4), np.uint8), None, "pred is empty"),
         (
             np.zeros((4, 4), np.uint8),
             np.zeros((4, 4), np.uint8),
