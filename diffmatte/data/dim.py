@@ -707,11 +707,6 @@ class TrainingSampler(Sampler[int]):
             position += self.world_size
 
 
-def _worker_init(_: int) -> None:
-    # Each worker is one process already; OpenCV's own thread pool would oversubscribe the CPU.
-    cv2.setNumThreads(1)
-
-
 def build_train_loader(
     dataset: Dataset,
     batch_size: int,
@@ -764,6 +759,5 @@ def build_train_loader(
         num_workers=num_workers,
         drop_last=True,
         pin_memory=pin_memory,
-        worker_init_fn=_worker_init if num_workers > 0 else None,
         persistent_workers=num_workers > 0 and infinite,
     )

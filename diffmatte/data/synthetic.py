@@ -268,7 +268,7 @@ def generate_foreground(
 
     # Fur: many short, slightly curved strands along (part of) the outline, pointing outwards.
     fur_count = int(rng.integers(300, 1200))
-    arc_centre, arc_width = rng.uniform(0, 2 * np.pi), rng.uniform(np.pi / 2, 2 * np.pi)
+    arc_centre, arc_width = rng.uniform(0, 2 * np.pi), rng.uniform(np.pi / 3, 1.1 * np.pi)
     picks = rng.integers(0, theta.size, fur_count)
     keep = np.abs(np.angle(np.exp(1j * (theta[picks] - arc_centre)))) <= arc_width / 2
     picks = picks[keep]
@@ -288,7 +288,9 @@ def generate_foreground(
 
     # Hair: long strands from an arc of the outline, in groups of different opacity.
     hair_colour = _random_colour(rng)
-    arc_centre, arc_width = rng.uniform(0, 2 * np.pi), rng.uniform(np.pi / 3, np.pi)
+    # Near the fur, so that part of the outline stays a bare hard edge.
+    arc_centre = arc_centre + rng.normal(0.0, 0.4)
+    arc_width = rng.uniform(np.pi / 4, 0.8 * np.pi)
     bend = rng.normal(0.0, 0.02)
     for _ in range(int(rng.integers(1, 4))):
         count = int(rng.integers(40, 160))
@@ -311,7 +313,7 @@ def generate_foreground(
         canvas.add_hard(_draw_strands(canvas, hair, thickness), rng.uniform(0.5, 1.0), colour)
 
     # Semi-transparent veil: hard outline, constant fractional opacity.
-    if rng.random() < 0.7:
+    if rng.random() < 0.85:
         veil = canvas.new_mask()
         veil_centre = centre + rng.normal(0.0, 0.8, 2) * radius
         cv2.fillPoly(veil, [canvas.points(_random_polygon(rng, veil_centre, radius))], 255)
@@ -320,7 +322,7 @@ def generate_foreground(
 
     # Soft regions: compact smooth bumps (smoke-like) and a defocused shape.
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(1, 3))):
         bump_centre = centre + rng.normal(0.0, 1.0, 2) * radius
         sx, sy = rng.uniform(0.06, 0.25, 2) * short
         angle = rng.uniform(0, np.pi)
