@@ -17,6 +17,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import random
@@ -241,11 +242,18 @@ def do_train(cfg: Any, args: argparse.Namespace, device: torch.device) -> Traine
     if get_world_size() > 1:
         ddp_cfg = dict(_train_option(cfg, "ddp", {}))
         fp16_compression = ddp_cfg.pop("fp16_compression", False)
+        ddp_options = {"find_unused_parameters": ddp_cfg.get("find_unused_parameters", False)}
+        # Buffers (BatchNorm statistics) are broadcast from rank 0 before every forward, as in
+        # the original; newer torch names this option forward_sync_buffers.
+        sync_key = "broadcast_buffers"
+        if (
+            "forward_sync_buffers"
+            in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+        ):
+            sync_key = "forward_sync_buffers"
+        ddp_options[sync_key] = ddp_cfg.get("broadcast_buffers", True)
         train_model = nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=ddp_cfg.get("broadcast_buffers", True),
-            find_unused_parameters=ddp_cfg.get("find_unused_parameters", False),
+            model, device_ids=[device.index] if device.type == "cuda" else None, **ddp_options
         )
         if fp16_compression and device.type == "cuda":
             from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks

@@ -40,6 +40,13 @@ class TrainingCheckpointError(RuntimeError):
     """A training checkpoint cannot be read or does not fit; the message is one line."""
 
 
+def _default_mode() -> int:
+    """Permissions of a new file under the current umask (mkstemp would give 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the target folder, then ``os.replace``.
 
@@ -51,6 +58,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
+        os.chmod(tmp_name, _default_mode())
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):
@@ -62,6 +70,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+    os.chmod(tmp_name, _default_mode())
     os.replace(tmp_name, path)
 
 
