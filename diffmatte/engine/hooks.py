@@ -26,6 +26,7 @@ from diffmatte.engine.checkpoint import save_model_weights
 from diffmatte.engine.predictor import DEFAULT_SEED, predict_alpha, trimap_to_model
 from diffmatte.engine.trainer import HookBase
 from diffmatte.engine.training_checkpoint import TrainingCheckpointer
+from diffmatte.evaluation.evaluator import MattingEvaluator
 from diffmatte.utils.distributed import get_world_size, is_main_process
 from diffmatte.utils.image_io import alpha_to_uint8
 from diffmatte.utils.logger import JSONWriter, TensorBoardWriter
@@ -308,8 +309,6 @@ def evaluate_dataset(
     Raises:
         DatasetError: no sample has a ground-truth alpha.
     """
-    from diffmatte.evaluation.evaluator import MattingEvaluator
-
     evaluator = MattingEvaluator()
     count = 0
     for sample in dataset:

@@ -27,7 +27,6 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -198,11 +197,6 @@ class StreamDataset(Dataset):
                 restore_rng_state(saved)
 
 
-def _worker_init(_: int) -> None:
-    # Each worker is a process already; OpenCV's own thread pool would oversubscribe the CPU.
-    cv2.setNumThreads(1)
-
-
 def build_resumable_loader(
     dataset: Dataset,
     batch_size: int,
@@ -246,7 +240,6 @@ def build_resumable_loader(
         num_workers=num_workers,
         drop_last=True,
         pin_memory=pin_memory,
-        worker_init_fn=_worker_init if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(int(seed)),
     )
