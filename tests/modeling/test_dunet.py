@@ -211,6 +211,7 @@ def test_cached_step_matches_plain_forward(name):
         for step_t in (t, torch.zeros(2), torch.ones(2)):
             plain = model(x, step_t, features)
             cached = model.forward_cached(x[:, 6:], step_t, cache)
-            torch.testing.assert_close(cached, plain, atol=1e-5, rtol=1e-5)
+            # BatchNorm folded into the convolutions changes the float rounding slightly.
+            torch.testing.assert_close(cached, plain, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="conditioning channels"):
         model.prepare(x, features)
