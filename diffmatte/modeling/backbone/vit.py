@@ -15,7 +15,8 @@ The module layout and parameter names follow the released DiffMatte checkpoints
 
 Attention runs through ``F.scaled_dot_product_attention`` with the relative position bias as an
 additive mask, computed in query chunks so that no (tokens x tokens x heads) tensor larger than a
-fixed budget is ever built: a 2048x2048 image has 16384 tokens in the global blocks.
+fixed budget is ever built: a 2048x2048 image has 16384 tokens in the global blocks, a 4096x4096
+image 65536 (a full bias would take 6 heads x 65536^2 x 4 bytes = 96 GiB).
 """
 
 from __future__ import annotations
@@ -198,6 +199,40 @@ def attention_reference(
     return weights @ v
 
 
+def _query_chunks(q_size: tuple[int, int], queries: int) -> list[tuple[int, int]]:
+    """Ranges of flattened query indices, at most ``queries`` long: whole grid rows when at least
+    one row fits, else pieces of single rows (so the bias terms keep their grid structure)."""
+    qh, qw = q_size
+    if queries >= qw:
+        rows = queries // qw
+        return [(r * qw, min(r + rows, qh) * qw) for r in range(0, qh, rows)]
+    return [
+        (r * qw + c, r * qw + min(c + queries, qw))
+        for r in range(qh)
+        for c in range(0, qw, queries)
+    ]
+
+
+def _chunk_bias(
+    q: Tensor, r_h: Tensor, r_w: Tensor, start: int, qw: int, k_size: tuple[int, int]
+) -> Tensor:
+    """Additive bias (B, nH, m, kh*kw) of the m queries ``q`` (B, nH, m, C) starting at flattened
+    index ``start``; ``r_h`` (qh, kh, C) and ``r_w`` (qw, kw, C) from :func:`get_rel_pos`."""
+    b, n_heads, m, dim = q.shape
+    kh, kw = k_size
+    row, col = divmod(start, qw)
+    if col == 0 and m % qw == 0:
+        rows = m // qw
+        q_grid = q.reshape(b, n_heads, rows, qw, dim)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, r_h[row : row + rows])
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, r_w)
+        rel_h, rel_w = rel_h.reshape(b, n_heads, m, kh), rel_w.reshape(b, n_heads, m, kw)
+    else:  # part of one grid row
+        rel_h = q @ r_h[row].transpose(0, 1)
+        rel_w = torch.einsum("bnwc,wkc->bnwk", q, r_w[col : col + m])
+    return (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, n_heads, m, kh * kw)
+
+
 def rel_pos_attention(
     q: Tensor,
     k: Tensor,
@@ -212,8 +247,11 @@ def rel_pos_attention(
     """Same function as :func:`attention_reference`, computed in bounded memory.
 
     Queries are processed in chunks so that each chunk's additive bias (B, nH, chunk, kh*kw) stays
-    under ``max_bias_bytes``; each chunk goes through ``F.scaled_dot_product_attention`` with the
-    bias as a float mask.
+    under ``max_bias_bytes`` (whole query rows when one fits, else pieces of a row); the bias
+    terms are computed per chunk and each chunk goes through ``F.scaled_dot_product_attention``
+    with the bias as a float mask. Apart from q, k, v and the output, memory stays O(chunk * kh *
+    kw): about 3 * ``max_bias_bytes`` (bias and the kernel's buffers) even for the 65,536 tokens
+    of a 4096x4096 image.
 
     Args:
         q: (B, nH, qh*qw, C) queries in row-major grid order.
@@ -229,20 +267,24 @@ def rel_pos_attention(
     Returns:
         (B, nH, qh*qw, C) attention output.
     """
-    rel_h, rel_w = _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
     b, n_heads, lq, _ = q.shape
     kh, kw = k_size
+    r_h = get_rel_pos(q_size[0], kh, rel_pos_h).to(q.dtype)
+    r_w = get_rel_pos(q_size[1], kw, rel_pos_w).to(q.dtype)
     bytes_per_query = b * n_heads * kh * kw * q.element_size()
-    chunk = max(1, max_bias_bytes // bytes_per_query)
-    outputs = []
-    for start in range(0, lq, chunk):
-        stop = min(start + chunk, lq)
-        bias = rel_h[:, :, start:stop, :, None] + rel_w[:, :, start:stop, None, :]
-        bias = bias.reshape(b, n_heads, stop - start, kh * kw)
-        outputs.append(
-            F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=bias, scale=scale)
+    chunks = _query_chunks(q_size, max(1, max_bias_bytes // bytes_per_query))
+    if len(chunks) == 1:
+        bias = _chunk_bias(q, r_h, r_w, 0, q_size[1], k_size)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    out = q.new_empty(b, n_heads, lq, v.shape[-1])
+    for start, stop in chunks:
+        q_chunk = q[:, :, start:stop]
+        bias = _chunk_bias(q_chunk, r_h, r_w, start, q_size[1], k_size)
+        out[:, :, start:stop] = F.scaled_dot_product_attention(
+            q_chunk, k, v, attn_mask=bias, scale=scale
         )
-    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+        del bias
+    return out
 
 
 class DropPath(nn.Module):
