@@ -41,6 +41,8 @@ __all__ = [
     "initial_noise",
     "trimap_to_model",
     "predict_alpha",
+    "batchable",
+    "predict_alphas",
 ]
 
 logger = logging.getLogger(__name__)
@@ -275,3 +277,82 @@ def predict_alpha(
     if return_trajectory:
         trajectory = [step[0, 0].float().cpu().numpy() for step in output.trajectory]
     return Prediction(alpha=alpha, trajectory=trajectory)
+
+
+def batchable(model: nn.Module, sampler: Sampler | None = None) -> bool:
+    """Whether images of the same size may share one ``sample`` call with unchanged results.
+
+    The initial noise is drawn per image, but the step noise of DDPM with more than one step
+    comes from one generator per call, so such runs take one image at a time.
+
+    Args:
+        model: the model (its default sampler applies when ``sampler`` is None).
+        sampler: the sampling strategy.
+
+    Returns:
+        False for multi-step DDPM, True otherwise.
+    """
+    sampler = model.sampler if sampler is None else sampler
+    return sampler.method != "ddpm" or sampler.steps == 1
+
+
+def predict_alphas(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    trimaps: Sequence[torch.Tensor],
+    sampler: Sampler | None = None,
+    seed: int = DEFAULT_SEED,
+    device: torch.device | None = None,
+) -> list[Prediction]:
+    """Predicts several images of the same size in one batch (see :func:`batchable`).
+
+    Every image gets its own initial noise from ``seeded_generator(seed)``, so each result equals
+    :func:`predict_alpha` of that image alone up to float rounding. Falls back to one image at a
+    time when the sampler is not :func:`batchable`.
+
+    Args:
+        model: a :class:`~diffmatte.modeling.diffmatte.DiffMatte` in eval mode.
+        images: float32 (H, W, 3) RGB arrays in [0, 1], all of the same size.
+        trimaps: float32 (1, 1, H, W) or (H, W) tensors in {0, 0.5, 1}, one per image.
+        sampler: sampling strategy; None uses the model's configured sampler.
+        seed: seed of every image's noise.
+        device: where to run; defaults to the model's device.
+
+    Returns:
+        One :class:`Prediction` per image, in order.
+
+    Raises:
+        ValueError: sizes differ or shapes are malformed.
+    """
+    if len(images) != len(trimaps):
+        raise ValueError(f"{len(images)} images but {len(trimaps)} trimaps")
+    if not images:
+        return []
+    if len(images) == 1 or not batchable(model, sampler):
+        return [
+            predict_alpha(model, image, trimap, sampler, seed, device)
+            for image, trimap in zip(images, trimaps, strict=True)
+        ]
+    device = _model_device(model) if device is None else device
+    height, width = images[0].shape[:2]
+    for image, trimap in zip(images, trimaps, strict=True):
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != (height, width):
+            raise ValueError(f"expected ({height}, {width}, 3) images, got shape {image.shape}")
+        if tuple(trimap.shape[-2:]) != (height, width):
+            raise ValueError(
+                f"trimap size {tuple(trimap.shape[-2:])} != image size {(height, width)}"
+            )
+    image_tensor = torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)))
+    trimap_tensor = torch.cat([trimap.reshape(1, 1, height, width) for trimap in trimaps])
+    generators = [seeded_generator(seed) for _ in images]
+    noise = torch.cat([initial_noise(height, width, generator) for generator in generators])
+    # Only a last DDPM step draws from the generator, and that noise is multiplied by zero.
+    output = model.sample(
+        image_tensor.to(device, torch.float32),
+        trimap_tensor.to(device, torch.float32),
+        sampler=sampler,
+        noise=noise.to(device),
+        generator=generators[0],
+    )
+    alphas = output.alpha[:, 0].float().cpu().numpy()
+    return [Prediction(alpha=alpha) for alpha in alphas]
