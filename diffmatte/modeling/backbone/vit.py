@@ -268,10 +268,12 @@ def rel_pos_attention(
         (B, nH, qh*qw, C) attention output.
     """
     b, n_heads, lq, _ = q.shape
+    # Plain ints, also when sizes are traced (fvcore's jit trace).
+    q_size, k_size = (int(q_size[0]), int(q_size[1])), (int(k_size[0]), int(k_size[1]))
     kh, kw = k_size
     r_h = get_rel_pos(q_size[0], kh, rel_pos_h).to(q.dtype)
     r_w = get_rel_pos(q_size[1], kw, rel_pos_w).to(q.dtype)
-    bytes_per_query = b * n_heads * kh * kw * q.element_size()
+    bytes_per_query = int(b * n_heads) * kh * kw * q.element_size()
     chunks = _query_chunks(q_size, max(1, max_bias_bytes // bytes_per_query))
     if len(chunks) == 1:
         bias = _chunk_bias(q, r_h, r_w, 0, q_size[1], k_size)
