@@ -26,6 +26,7 @@ from diffmatte.config import ConfigError
 from diffmatte.data.composition1k import (
     DatasetError,
     MattingPair,
+    MattingSample,
     detect_layout,
     list_pairs,
     read_sample,
@@ -34,12 +35,15 @@ from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import CheckpointError
 from diffmatte.engine.predictor import (
     DEFAULT_SEED,
+    batchable,
     load_model,
     predict_alpha,
+    predict_alphas,
     resolve_config_file,
     resolve_device,
     trimap_to_model,
 )
+from diffmatte.modeling.diffmatte import PRECISIONS, autocast_dtype
 from diffmatte.utils.distributed import get_rank, get_world_size, shard
 from diffmatte.utils.image_io import ImageReadError, alpha_to_uint8, write_png_atomic
 
@@ -101,6 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="predict images whose output already exists"
     )
     parser.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        default="fp32",
+        help="autocast precision of the networks (fp16/bf16 need CUDA; the sampler stays fp32)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="predict up to N images of the same size together (same results as one by one; "
+        "multi-step DDPM runs one by one)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="run the decoder step through torch.compile"
+    )
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="replay the decoder step from a CUDA graph"
+    )
+    parser.add_argument(
         "opts",
         nargs="*",
         default=[],
@@ -141,12 +165,86 @@ def predict_one(
     return False
 
 
+def predict_group(
+    model: torch.nn.Module,
+    group: list[tuple[MattingPair, MattingSample]],
+    output_dir: Path,
+    sampler: Sampler,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> int:
+    """Predicts and writes same-size images in one batch; returns how many were written.
+
+    Out of GPU memory, the images are retried one by one.
+    """
+    try:
+        trimaps = [trimap_to_model(sample.trimap, "composition1k") for _, sample in group]
+        images = [sample.image for _, sample in group]
+        predictions = predict_alphas(model, images, trimaps, sampler, args.seed, device)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        outputs = [(pair, output_dir / f"{pair.name}.png") for pair, _ in group]
+        return sum(predict_one(model, pair, out, sampler, args, device) for pair, out in outputs)
+    written = 0
+    for (pair, _), prediction in zip(group, predictions, strict=True):
+        output = output_dir / f"{pair.name}.png"
+        try:
+            write_png_atomic(output, alpha_to_uint8(prediction.alpha))
+            written += 1
+        except OSError as err:
+            _error(f"{output}: cannot write ({err.strerror or err})")
+    return written
+
+
+def predict_batched(
+    model: torch.nn.Module,
+    todo: list[MattingPair],
+    output_dir: Path,
+    sampler: Sampler,
+    args: argparse.Namespace,
+    device: torch.device,
+    progress: tqdm,
+) -> int:
+    """Groups images by size into batches of up to ``--batch-size``; returns how many were
+    written. At most 2 x batch size images wait in memory (the largest group runs early)."""
+    pending: dict[tuple[int, int], list[tuple[MattingPair, MattingSample]]] = {}
+    written = 0
+
+    def flush(size: tuple[int, int]) -> None:
+        nonlocal written
+        group = pending.pop(size)
+        written += predict_group(model, group, output_dir, sampler, args, device)
+        progress.update(len(group))
+
+    for pair in todo:
+        try:
+            sample = read_sample(pair)
+        except ImageReadError as err:
+            _error(str(err))
+            progress.update(1)
+            continue
+        size = sample.image.shape[:2]
+        pending.setdefault(size, []).append((pair, sample))
+        if len(pending[size]) >= args.batch_size:
+            flush(size)
+        elif sum(len(group) for group in pending.values()) >= 2 * args.batch_size:
+            flush(max(pending, key=lambda key: len(pending[key])))
+    for size in list(pending):
+        flush(size)
+    return written
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs inference for parsed arguments; returns the exit status."""
     try:
         sampler = Sampler.from_strategy(args.sample_strategy)
         rank, world_size = get_rank(), get_world_size()
         device = resolve_device(args.device)
+        autocast_dtype(args.precision, device)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if args.cuda_graph and device.type != "cuda":
+            raise ValueError(f"--cuda-graph needs a CUDA device, not {device}")
         image_dir, trimap_dir, _ = detect_layout(args.data_dir)
         listing = list_pairs(args.data_dir, image_dir, trimap_dir, alpha_dir=None)
     except (ValueError, DatasetError) as err:
@@ -188,11 +286,20 @@ def run(args: argparse.Namespace) -> int:
         except (ConfigError, CheckpointError) as err:
             _error(" ".join(str(err).split()))
             return EXIT_UNUSABLE
-        for pair in tqdm(todo, desc=f"{prefix}{args.sample_strategy}", unit="img", position=rank):
-            if predict_one(model, pair, output_dir / f"{pair.name}.png", sampler, args, device):
-                written += 1
-            else:
-                failed += 1
+        model.set_inference_options(args.precision, args.compile, args.cuda_graph)
+        if args.batch_size > 1 and batchable(model, sampler):
+            desc = f"{prefix}{args.sample_strategy}"
+            with tqdm(total=len(todo), desc=desc, unit="img", position=rank) as progress:
+                written = predict_batched(model, todo, output_dir, sampler, args, device, progress)
+            failed += len(todo) - written
+        else:
+            for pair in tqdm(
+                todo, desc=f"{prefix}{args.sample_strategy}", unit="img", position=rank
+            ):
+                if predict_one(model, pair, output_dir / f"{pair.name}.png", sampler, args, device):
+                    written += 1
+                else:
+                    failed += 1
     summary = f"{prefix}{written} written, {skipped} skipped"
     if skipped:
         summary += f" (outputs already in {output_dir}; --overwrite redoes them)"

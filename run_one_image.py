@@ -35,6 +35,7 @@ from diffmatte.engine.predictor import (
     resolve_device,
     trimap_to_model,
 )
+from diffmatte.modeling.diffmatte import PRECISIONS, autocast_dtype
 from diffmatte.utils.image_io import (
     ImageReadError,
     alpha_to_uint8,
@@ -103,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the initial noise")
     parser.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        default="fp32",
+        help="autocast precision of the networks (fp16/bf16 need CUDA; the sampler stays fp32)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="run the decoder step through torch.compile"
+    )
+    parser.add_argument(
         "--output-npy",
         default=None,
         metavar="PATH",
@@ -147,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         sampler = Sampler.from_strategy(args.sample_strategy)
         device = resolve_device(args.device)
+        autocast_dtype(args.precision, device)
         image = read_image(args.image)
         gray = to_uint8(read_gray(args.trimap))
     except (ValueError, ImageReadError) as err:
@@ -183,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError) as err:
         _report(" ".join(str(err).split()))
         return EXIT_FAILED
+    model.set_inference_options(args.precision, args.compile)
 
     want_trajectory = args.output_trajectory is not None
     prediction = predict_alpha(
