@@ -48,7 +48,8 @@ dataloader.train.dataset = L(DIMDataset)(
     cache=True,
 )
 dataloader.train.batch_size = 4
-dataloader.train.num_workers = 0
+# One loader process beside one compute thread (tools/quickstart.py sets OMP_NUM_THREADS=1).
+dataloader.train.num_workers = 1
 dataloader.train.pin_memory = False
 dataloader.test.root = f"{DATA_DIR}/test"
 

@@ -117,12 +117,11 @@ class PeriodicWriter(HookBase):
     def after_step(self) -> None:
         it = self.trainer.iter
         if (it + 1) % self.period == 0 or it == self.trainer.max_iter - 1:
-            self.write()
+            self.write(it)
 
-    def write(self) -> None:
-        """Write everything recorded since the previous write."""
+    def write(self, it: int) -> None:
+        """Write everything recorded since the previous write, as iteration ``it`` (0-based)."""
         storage = self.trainer.storage
-        it = self.trainer.iter
         first = self._last_write + 1
         self._last_write = it
         scalars: dict[str, float] = {}
@@ -164,12 +163,10 @@ class PeriodicWriter(HookBase):
         logger.info("  ".join(parts))
 
     def after_train(self) -> None:
-        if self.trainer.iter > self._last_write + 1 and self.trainer.iter > 0:
-            self.trainer.iter -= 1
-            try:
-                self.write()
-            finally:
-                self.trainer.iter += 1
+        # After an exception: flush what the interrupted period recorded.
+        last_recorded = max((it for _, it in self.trainer.storage.latest().values()), default=-1)
+        if last_recorded > self._last_write:
+            self.write(last_recorded)
         if self.json is not None:
             self.json.close()
         if self.tensorboard is not None:

@@ -191,6 +191,37 @@ def test_gradient_clipping_and_nonfinite_loss():
         bad.train(0, 1)
 
 
+def test_scalars_and_images_reach_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    trainer = Trainer(model, _endless(random_batch()), optimizer, image_log_period=2)
+    trainer.register_hooks([PeriodicWriter(tmp_path, period=2)])
+    trainer.train(0, 2)
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"total_loss", "lr", "grad_norm", "loss_mse", "loss_laplacian"} <= scalars
+    images = set(events.Tags()["images"])
+    assert {"train/image", "train/trimap", "train/x_t", "train/x0_pred"} <= images
+    assert events.Scalars("total_loss")[0].step == 2
+    # The capture is removed again: the criterion is the model's own.
+    assert isinstance(model.criterion, MattingCriterion)
+
+
+@pytest.mark.cuda
+def test_fp16_autocast_with_grad_scaler_on_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    model = tiny_model().cuda()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    trainer = Trainer(model, _endless(random_batch(4)), optimizer, amp="fp16")
+    trainer.train(0, 3)
+    latest = trainer.storage.latest()
+    assert trainer.amp == "fp16" and latest["loss_scale"][0] > 1
+    assert math.isfinite(latest["total_loss"][0])
+
+
 def test_event_storage_means():
     storage = EventStorage()
     for it in range(4):

@@ -57,6 +57,20 @@ def small_real_data(shared_data_dir, tmp_path_factory):
         alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
         write_png_atomic(root / "fg" / "image" / name, np.rint(image * 255).astype(np.uint8))
         write_png_atomic(root / "fg" / "alpha" / name, alpha)
+    # Validation set: two other real images, flat layout (image/, trimap/, alpha/).
+    for name in sorted(p.name for p in (source / "alpha").iterdir())[6:8]:
+        image = read_image(source / "image" / name)
+        size = (
+            round(image.shape[1] * 96 / max(image.shape[:2])),
+            round(image.shape[0] * 96 / max(image.shape[:2])),
+        )
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        write_png_atomic(root / "test" / "image" / name, np.rint(image * 255).astype(np.uint8))
+        for folder, interpolation in (("alpha", cv2.INTER_AREA), ("trimap", cv2.INTER_NEAREST)):
+            values = cv2.resize(
+                read_gray(source / folder / name), size, interpolation=interpolation
+            )
+            write_png_atomic(root / "test" / folder / name, values)
     for path in sorted((shared_data_dir / "backgrounds").glob("sk*_*"))[:4]:
         background = cv2.resize(read_image(path), (160, 160), interpolation=cv2.INTER_AREA)
         write_png_atomic(
@@ -155,19 +169,28 @@ def test_kill_then_resume_matches_uninterrupted_run(small_real_data, tmp_path):
         torch.testing.assert_close(resumed_final[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_init_checkpoint_and_saved_config(small_real_data, tmp_path):
+def test_init_checkpoint_validation_and_eval_only(small_real_data, tmp_path):
     # A backbone-only file (as tools/convert_pretrained.py writes) initialises the backbone.
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(REPO / "configs/quickstart.py")), TINY)
     from diffmatte.config import instantiate
 
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(REPO / "configs/quickstart.py")), TINY)
     torch.manual_seed(5)
     donor = instantiate(cfg.model)
     init = {f"model.backbone.{k}": v for k, v in donor.backbone.state_dict().items()}
     torch.save(init, tmp_path / "init.pth")
     output = tmp_path / "run"
+    validation = [
+        f"dataloader.test.root={small_real_data / 'test'}",
+        "dataloader.test.image_dir=image",
+        "dataloader.test.trimap_dir=trimap",
+        "dataloader.test.alpha_dir=alpha",
+        "train.eval_sampler=ddim2",
+    ]
     result = subprocess.run(
         _command(
-            *_overrides(small_real_data, output, "train.max_iter=1", "optimizer.lr=0.0"),
+            *_overrides(small_real_data, output, "train.max_iter=4", "optimizer.lr=0.0"),
+            *validation,
+            "train.eval_period=2",
             f"train.init_checkpoint={tmp_path / 'init.pth'}",
         ),
         env=_env(),
@@ -180,8 +203,29 @@ def test_init_checkpoint_and_saved_config(small_real_data, tmp_path):
     final = torch.load(output / "model_final.pth", weights_only=True)["model"]
     torch.testing.assert_close(final["backbone.pos_embed"], init["model.backbone.pos_embed"])
     saved = LazyConfig.load(output / "config.yaml")
-    assert saved.train.max_iter == 1
-    assert saved.model.backbone.embed_dim == 32
+    assert saved.train.max_iter == 4 and saved.model.backbone.embed_dim == 32
+    # Validation after iterations 2 and 4, logged with the metrics; best weights kept.
+    metrics = _metrics(output)
+    assert {"eval/SAD", "eval/MSE", "eval/Grad", "eval/Conn"} <= set(metrics[2]) & set(metrics[4])
+    assert metrics[2]["eval/SAD"] > 0
+    assert (output / "model_best.pth").is_file()
+
+    result = subprocess.run(
+        _command(
+            "--eval-only",
+            *_overrides(small_real_data, output),
+            *validation,
+            f"train.init_checkpoint={output / 'model_final.pth'}",
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = result.stdout.strip().splitlines()[-1].split()
+    # Same weights, sampler and seeds as the last validation during training.
+    assert float(row[-4]) == pytest.approx(metrics[4]["eval/SAD"], abs=5e-4)  # 3 decimals
 
 
 def test_bad_override_is_one_line(tmp_path):
