@@ -29,6 +29,15 @@ from diffmatte.utils.image_io import read_gray, read_image
 CROP = 64
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from threads, and competing OpenMP threads are slow on a busy CPU.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def tiny_model(seed: int = 0) -> DiffMatte:
     torch.manual_seed(seed)
     backbone = ViT(
@@ -273,7 +282,6 @@ def _fixed_loss(model, batches, seeds=(0, 1, 2)):
 
 
 def test_loss_falls_on_real_images(shared_data_dir, tmp_path):
-    torch.set_num_threads(2)
     foregrounds = _small_real_foregrounds(shared_data_dir)
     backgrounds = _small_backgrounds(shared_data_dir)
     dataset = DIMDataset(foregrounds, backgrounds, crop_size=CROP, seed=1, samples_per_epoch=24)
