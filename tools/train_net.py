@@ -45,6 +45,7 @@ from diffmatte.engine.optim import LRMultiplier
 from diffmatte.engine.predictor import resolve_device
 from diffmatte.engine.trainer import Trainer
 from diffmatte.engine.training_checkpoint import TrainingCheckpointer, TrainingCheckpointError
+from diffmatte.evaluation.evaluator import EvaluationError
 from diffmatte.utils.distributed import (
     destroy_process_group,
     get_rank,
@@ -63,6 +64,7 @@ USER_ERRORS = (
     CheckpointError,
     TrainingCheckpointError,
     DatasetError,
+    EvaluationError,
     ImageReadError,
     FileNotFoundError,
     ValueError,
@@ -334,9 +336,13 @@ def cli(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     under_torchrun = "WORLD_SIZE" in os.environ
     if args.num_gpus > 1 and not under_torchrun:
-        torch.multiprocessing.spawn(
-            _spawned, args=(args, args.num_gpus, _free_port()), nprocs=args.num_gpus
-        )
+        try:
+            torch.multiprocessing.spawn(
+                _spawned, args=(args, args.num_gpus, _free_port()), nprocs=args.num_gpus
+            )
+        except torch.multiprocessing.ProcessExitedException as exc:
+            # The failing process has printed its own one-line error.
+            return exc.exit_code or 1
         return 0
     return _run(args)
 
