@@ -22,7 +22,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -36,6 +35,7 @@ from diffmatte.evaluation.metrics import (
     compute_mse,
     compute_sad,
 )
+from diffmatte.utils.fileio import atomic_write_text
 from diffmatte.utils.image_io import alpha_to_uint8
 
 # Trimap band radius per 1000 pixels of the shorter side (Composition-1k bands are ~10-25 px).
@@ -140,7 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{row['wall_ms']:>9.1f} {row['cpu_ms']:>9.1f}"
         )
     if args.json:
-        path = Path(args.json)
         document = {
             "repeats": args.repeats,
             "opencv_threads": args.threads,
@@ -150,9 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "opencv": cv2.__version__,
             "rows": rows,
         }
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps(document, indent=1) + "\n")
-        os.replace(temporary, path)
+        atomic_write_text(args.json, json.dumps(document, indent=1) + "\n")
     return 0
 
 

@@ -26,6 +26,8 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from diffmatte.utils.fileio import atomic_write_text
+
 from .instantiate import TARGET_KEY, ConfigError, locate, target_to_string
 
 __all__ = ["ConfigError", "LazyCall", "LazyConfig"]
@@ -373,13 +375,5 @@ class LazyConfig:
         """
         container = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
         text = OmegaConf.to_yaml(OmegaConf.create(_to_yaml_tree(container, "")))
-        path = Path(filename)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        path = atomic_write_text(filename, text)
         logger.info("config saved to %s", path)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from tqdm import tqdm
 from diffmatte.data.composition1k import COMPOSITION1K_LAYOUT, DatasetError
 from diffmatte.data.dim import _as_float_image, dilated_trimap, load_foreground
 from diffmatte.data.sources import ForegroundFiles, find_foregrounds, list_images
+from diffmatte.utils.fileio import atomic_write_text
 from diffmatte.utils.image_io import alpha_to_uint8, read_image, write_png_atomic
 
 __all__ = ["BG_FITS", "compose_testset", "fit_background"]
@@ -186,7 +186,7 @@ def compose_testset(
         "composites": record,
     }
     text = json.dumps(summary, indent=1, sort_keys=True) + "\n"
-    _write_text_atomic(output_dir / RECORD_NAME, text)
+    atomic_write_text(output_dir / RECORD_NAME, text)
     return names
 
 
@@ -217,16 +217,3 @@ def _foreground_items(foregrounds: object, estimation: str) -> list[tuple[str, L
     if duplicates:
         raise DatasetError(f"foreground names occur more than once: {', '.join(duplicates[:5])}")
     return items
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Writes a small text file through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

@@ -13,14 +13,14 @@ Files are always read with ``torch.load(weights_only=True)``: no code in a check
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from diffmatte.utils.fileio import atomic_torch_save
 
 __all__ = [
     "CheckpointError",
@@ -260,7 +260,7 @@ def _count_matching(report: KeyReport, file_shapes: Mapping[str, Shape]) -> int:
 
 def save_model_weights(model: nn.Module, path: str | Path) -> Path:
     """Write ``model``'s state dict in the released format (every key prefixed "model.",
-    tensors on CPU), atomically (temporary file in the same folder, then rename).
+    tensors on CPU), atomically (:func:`~diffmatte.utils.fileio.atomic_torch_save`).
 
     Args:
         model: the module to save, e.g. a :class:`~diffmatte.modeling.diffmatte.DiffMatte`.
@@ -269,15 +269,5 @@ def save_model_weights(model: nn.Module, path: str | Path) -> Path:
     Returns:
         The written path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state_dict = {RELEASED_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state_dict, handle)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(state_dict, path)

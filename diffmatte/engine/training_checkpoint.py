@@ -11,20 +11,19 @@ reads. ``iteration`` is the number of finished iterations, i.e. where a resumed 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from diffmatte.utils.fileio import atomic_torch_save, atomic_write_text
+
 __all__ = [
     "LAST_CHECKPOINT_FILE",
     "TrainingCheckpointError",
-    "atomic_torch_save",
     "capture_rng_state",
     "restore_rng_state",
     "TrainingCheckpointer",
@@ -38,40 +37,6 @@ _PERIODIC = re.compile(r"^model_(\d{7})\.pth$")
 
 class TrainingCheckpointError(RuntimeError):
     """A training checkpoint cannot be read or does not fit; the message is one line."""
-
-
-def _default_mode() -> int:
-    """Permissions of a new file under the current umask (mkstemp would give 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the target folder, then ``os.replace``.
-
-    A crash while writing never leaves a truncated file under the final name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.chmod(tmp_name, _default_mode())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp_name, _default_mode())
-    os.replace(tmp_name, path)
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -149,7 +114,7 @@ class TrainingCheckpointer:
         path = self.directory / name
         atomic_torch_save(state, path)
         if tag_last:
-            _atomic_write_text(self.directory / LAST_CHECKPOINT_FILE, name)
+            atomic_write_text(self.directory / LAST_CHECKPOINT_FILE, name)
         logger.info("saved checkpoint %s", path)
         self._prune()
         return path

@@ -16,7 +16,6 @@ import logging
 import math
 import multiprocessing
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from diffmatte.evaluation.metrics import METRIC_NAMES, MetricInputError, compute_all
+from diffmatte.utils.fileio import atomic_write_text
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -385,25 +385,8 @@ def save_results(path: str | os.PathLike, evaluation: FolderEvaluation) -> Path:
     else:
         raise EvaluationError(f"{path}: per-image output must end in .csv or .json")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-                stream.write(text)
-            os.chmod(temporary, 0o666 & ~_umask())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, text)
     except OSError as err:
         raise EvaluationError(f"{path}: cannot write ({err.strerror or err})") from None
     logger.info("wrote per-image results to %s", path)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

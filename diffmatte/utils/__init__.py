@@ -1,1 +1,2 @@
-"""Utilities shared by the library and the command-line tools: image I/O, process ranks."""
+"""Utilities shared by the library and the command-line tools: atomic file writing, image I/O,
+process ranks."""

@@ -12,13 +12,12 @@ Every reading problem raises :class:`ImageReadError` whose message is one line,
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import cv2
 import numpy as np
+
+from diffmatte.utils.fileio import atomic_write
 
 __all__ = [
     "ImageReadError",
@@ -162,29 +161,6 @@ def alpha_to_uint8(alpha: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def _file_mode() -> int:
-    """Permissions of a newly created file under the current umask (mkstemp uses 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Writes through ``write(file)`` into a temporary file beside ``path``, then renames it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp_name, _file_mode())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _encode(array: np.ndarray, extension: str) -> np.ndarray:
     """Encodes an RGB(A) or grey integer array into the bytes of an image file."""
     if array.dtype not in (np.uint8, np.uint16):
@@ -204,8 +180,8 @@ def _encode(array: np.ndarray, extension: str) -> np.ndarray:
 def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Writes a PNG atomically, whatever the file extension.
 
-    Parent directories are created. The data goes to a temporary file in the same directory
-    that is then renamed over ``path`` (``os.replace``), so a reader never sees a partial file.
+    Parent directories are created and the file is written as
+    :func:`diffmatte.utils.fileio.atomic_write` does, so a reader never sees a partial file.
 
     Args:
         path: destination file.
@@ -215,7 +191,7 @@ def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
         The written path.
     """
     encoded = _encode(array, ".png")
-    return _write_atomic(path, lambda handle: handle.write(encoded.tobytes()))
+    return atomic_write(path, lambda handle: handle.write(encoded.tobytes()))
 
 
 def write_image_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
@@ -229,7 +205,7 @@ def write_image_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
         The written path.
     """
     encoded = _encode(array, Path(path).suffix.lower() or ".png")
-    return _write_atomic(path, lambda handle: handle.write(encoded.tobytes()))
+    return atomic_write(path, lambda handle: handle.write(encoded.tobytes()))
 
 
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
@@ -242,4 +218,4 @@ def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
     Returns:
         The written path.
     """
-    return _write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))
+    return atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))

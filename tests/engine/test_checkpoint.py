@@ -1,6 +1,7 @@
 """Strict checkpoint loading, accepted formats, mismatch reports and atomic saving."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -43,7 +44,13 @@ def _assert_same_weights(a: nn.Module, b: nn.Module) -> None:
 
 def test_save_writes_released_format_and_loads_back(tmp_path):
     source = _filled(0)
-    path = save_model_weights(source, tmp_path / "sub" / "model.pth")
+    umask = os.umask(0o022)
+    try:
+        path = save_model_weights(source, tmp_path / "sub" / "model.pth")
+    finally:
+        os.umask(umask)
+    if os.name == "posix":
+        assert path.stat().st_mode & 0o777 == 0o644  # readable by others, as released files
     saved = torch.load(path, weights_only=True)
     assert list(saved) == ["model." + k for k in source.state_dict()]
     assert not [p for p in path.parent.iterdir() if p.name != "model.pth"]  # no temp files left

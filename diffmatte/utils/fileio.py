@@ -1,0 +1,97 @@
+"""Atomic file writing: a reader never sees a partly written file.
+
+Every file the library and its tools produce (alpha PNGs, arrays, model and training
+checkpoints, saved configs, result tables) is written the same way: into a new temporary file
+in the destination folder, which is then renamed over the destination with ``os.replace``
+(atomic on POSIX and Windows because both names are on the same file system). The temporary
+file is created with mode ``0o666`` so that the operating system applies the process umask, as
+for a file opened with ``open(path, "w")`` (``tempfile.mkstemp`` would make it private, 0600),
+and the umask is never changed, so writing from several threads is safe. If writing fails the
+temporary file is removed and a file already at the destination is left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_write", "atomic_write_text", "atomic_torch_save"]
+
+# Attempts at a fresh temporary name; 32 random bits make a second one practically never needed.
+_NAME_ATTEMPTS = 100
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Creates a new empty file ``.<name>.<random>.tmp`` beside ``path``; returns (fd, its path)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(_NAME_ATTEMPTS):
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary file name for {path.name}")
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], Any]) -> Path:
+    """Writes a file through ``write_fn`` and puts it at ``path`` in one rename.
+
+    Parent folders are created. The file's permission bits follow the current umask.
+
+    Args:
+        path: destination file.
+        write_fn: called once with a binary file object open for writing; its return value
+            is ignored.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OSError: the folder cannot be created or written. Whatever ``write_fn`` raises is
+            raised unchanged. In both cases nothing is left at ``path`` that was not there.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = _create_temporary(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write_fn(handle)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Writes ``text`` as UTF-8 to ``path`` atomically, newlines exactly as given.
+
+    Args:
+        path: destination file; parent folders are created.
+        text: the whole content.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically.
+
+    Args:
+        obj: anything ``torch.save`` accepts, e.g. a state dict.
+        path: destination file; parent folders are created.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    # Imported here so that image and table writers do not load torch (evaluation.py and its
+    # worker processes run without it).
+    import torch
+
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
