@@ -35,8 +35,9 @@ __all__ = [
     "timestep_embedding",
 ]
 
-# Default memory bound of one full-resolution map in the tiled part of the inference path.
-DEFAULT_MAX_TILE_BYTES = 256 * 2**20
+# Default memory bound of one full-resolution map in the tiled part of the inference path: images
+# up to 1024 x 1024 run untiled, 2048 x 2048 in 4 tiles, 4096 x 4096 in 16.
+DEFAULT_MAX_TILE_BYTES = 128 * 2**20
 # The last TAIL_BLOCKS up blocks and the head run in tiles. TAIL_HALO rows of their 1/4-resolution
 # input on each side of a tile cover the receptive field of the tile's output rows (two up blocks
 # of transposed conv 4x4/2, bilinear x2 and 3x3 convs, then the 3x3 head); one row fewer changes
