@@ -9,11 +9,10 @@ has no shared default: every experiment config states its own.
 
 from diffmatte.config import LazyCall as L
 from diffmatte.data.composition1k import Composition1kDataset
-from diffmatte.data.dim import DIMDataset
-from diffmatte.engine.trainer import build_resumable_loader
+from diffmatte.data.dim import DIMDataset, build_train_loader
 
 dataloader = dict(
-    train=L(build_resumable_loader)(
+    train=L(build_train_loader)(
         dataset=L(DIMDataset)(
             foregrounds=[
                 "data/Combined_Dataset/Training_set/Adobe-licensed images",

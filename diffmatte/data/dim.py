@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,10 +40,12 @@ from diffmatte.data.sources import ForegroundFiles, find_foregrounds, list_image
 from diffmatte.modeling.trimap import trimap_from_uint8
 from diffmatte.utils.distributed import get_rank, get_world_size
 from diffmatte.utils.image_io import ImageReadError, read_gray, read_image
+from diffmatte.utils.rng import capture_rng_state, restore_rng_state
 
 __all__ = [
     "INTERPOLATIONS",
     "DIMDataset",
+    "StreamDataset",
     "TrainingSampler",
     "build_train_loader",
     "composite",
@@ -707,31 +711,72 @@ class TrainingSampler(Sampler[int]):
             position += self.world_size
 
 
+class StreamDataset(Dataset):
+    """Serves the endless index stream of :class:`TrainingSampler`.
+
+    Stream index ``i`` (pass ``i // len`` of the dataset) is handed on unchanged to datasets that
+    accept any index and derive their augmentation from it (:class:`DIMDataset`); other
+    datasets get ``i % len``. Python's ``random``, NumPy's global RNG and torch's CPU RNG are
+    seeded from (seed, i) first, so datasets that use the global RNGs are reproducible too; in
+    the main process (``num_workers=0``) their previous states are put back afterwards, so data
+    loading never shifts the training RNG.
+
+    Args:
+        dataset: map-style dataset returning a dict of tensors.
+        seed: base seed of the global-RNG seeding.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = int(seed)
+        self.stream_indexed = isinstance(dataset, DIMDataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        in_main = torch.utils.data.get_worker_info() is None
+        saved = capture_rng_state() if in_main else None
+        sample_seed = int(np.random.SeedSequence([self.seed, index]).generate_state(1)[0])
+        random.seed(sample_seed)
+        np.random.seed(sample_seed)
+        torch.manual_seed(sample_seed)
+        try:
+            return self.dataset[index if self.stream_indexed else index % len(self)]
+        finally:
+            if saved is not None:
+                restore_rng_state(saved)
+
+
 def build_train_loader(
     dataset: Dataset,
     batch_size: int,
-    num_workers: int = 4,
+    num_workers: int = 0,
     seed: int = 0,
-    distributed: bool = False,
     start_iter: int = 0,
     infinite: bool = True,
     pin_memory: bool = False,
 ) -> DataLoader:
     """DataLoader for training: shuffled, split across ranks, full batches only.
 
+    The data of every process is split across the ranks of ``torch.distributed`` (or ``RANK`` /
+    ``WORLD_SIZE`` from torchrun; one process otherwise). The loader has its own generator, so
+    creating its iterator does not consume the global torch RNG (which would shift the noise of
+    a resumed run).
+
     Args:
         dataset: the training set (typically a :class:`DIMDataset`).
         batch_size: samples per batch and per process.
         num_workers: loader processes (0 loads in the main process); results do not depend on it.
         seed: shuffling seed (the dataset keeps its own augmentation seed).
-        distributed: split the data across the ``torch.distributed`` ranks (or ``RANK`` /
-            ``WORLD_SIZE`` from torchrun).
         start_iter: iterations already done; the infinite stream skips ``start_iter * batch_size``
-            samples of this rank, so a resumed run sees the batches it would have seen.
-        infinite: True: one endless stream (:class:`TrainingSampler`), never exhausted. False:
-            one epoch per iteration over the loader, through ``DistributedSampler`` (distributed)
-            or ``RandomSampler``; call ``loader.sampler.set_epoch(e)`` and
-            ``dataset.set_epoch(e)`` before each epoch for new shuffles and augmentations.
+            samples of this rank, so batch ``k`` is the same for any ``start_iter`` and a resumed
+            run sees the batches it would have seen.
+        infinite: True: one endless stream (:class:`TrainingSampler` through
+            :class:`StreamDataset`), never exhausted. False: one epoch per iteration over the
+            loader, through ``DistributedSampler`` (several processes) or ``RandomSampler``; call
+            ``loader.sampler.set_epoch(e)`` (distributed) and ``dataset.set_epoch(e)`` before
+            each epoch for new shuffles and augmentations.
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
 
     Returns:
@@ -739,14 +784,15 @@ def build_train_loader(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    rank, world_size = (get_rank(), get_world_size()) if distributed else (0, 1)
+    rank, world_size = get_rank(), get_world_size()
     sampler: Sampler[int]
     if infinite:
         sampler = TrainingSampler(len(dataset), seed, rank, world_size, start_iter * batch_size)
+        dataset = StreamDataset(dataset, seed)
     else:
         if start_iter:
             raise ValueError("start_iter needs the infinite sampler (infinite=True)")
-        if distributed:
+        if world_size > 1:
             sampler = DistributedSampler(
                 dataset, world_size, rank, shuffle=True, seed=seed, drop_last=True
             )
@@ -760,4 +806,5 @@ def build_train_loader(
         drop_last=True,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0 and infinite,
+        generator=torch.Generator().manual_seed(int(seed)),
     )

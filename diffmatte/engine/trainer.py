@@ -12,38 +12,32 @@ and the self-aligned training mode switched by iteration:
   is configured below the second (no released config does).
 
 Resuming is exact: the data of iteration ``k`` is a pure function of (seed, k, rank)
-(:func:`build_resumable_loader`), and the checkpoint restores model, optimizer, scheduler,
-gradient scaler, iteration and the RNG states of every process.
+(:func:`diffmatte.data.dim.build_train_loader`), and the checkpoint restores model, optimizer,
+scheduler, gradient scaler, iteration and the RNG states of every process.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 import weakref
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
 
-from diffmatte.data.dim import DIMDataset, TrainingSampler
-from diffmatte.engine.training_checkpoint import capture_rng_state, restore_rng_state
 from diffmatte.utils.distributed import get_rank, get_world_size, is_main_process
+from diffmatte.utils.rng import capture_rng_state, restore_rng_state
 
 __all__ = [
     "AMP_MODES",
     "self_align_mode",
     "EventStorage",
     "HookBase",
-    "StreamDataset",
-    "build_resumable_loader",
     "Trainer",
 ]
 
@@ -158,91 +152,6 @@ class HookBase:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-
-
-class StreamDataset(Dataset):
-    """Serves the endless index stream of :class:`~diffmatte.data.dim.TrainingSampler`.
-
-    Stream index ``i`` (pass ``i // len`` of the dataset) is handed on unchanged to datasets that
-    accept any index and derive their augmentation from it (:class:`DIMDataset`); other
-    datasets get ``i % len``. Python's ``random``, NumPy's global RNG and torch's CPU RNG are
-    seeded from (seed, i) first, so datasets that use the global RNGs are reproducible too; in
-    the main process (``num_workers=0``) their previous states are put back afterwards, so data
-    loading never shifts the training RNG.
-
-    Args:
-        dataset: map-style dataset returning a dict of tensors.
-        seed: base seed of the global-RNG seeding.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset = dataset
-        self.seed = int(seed)
-        self.stream_indexed = isinstance(dataset, DIMDataset)
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Any:
-        in_main = torch.utils.data.get_worker_info() is None
-        saved = capture_rng_state() if in_main else None
-        sample_seed = int(np.random.SeedSequence([self.seed, index]).generate_state(1)[0])
-        random.seed(sample_seed)
-        np.random.seed(sample_seed)
-        torch.manual_seed(sample_seed)
-        try:
-            return self.dataset[index if self.stream_indexed else index % len(self)]
-        finally:
-            if saved is not None:
-                restore_rng_state(saved)
-
-
-def build_resumable_loader(
-    dataset: Dataset,
-    batch_size: int,
-    seed: int,
-    start_iter: int = 0,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """An endless training DataLoader whose batch ``k`` is the same for any ``start_iter``.
-
-    Indices come from :class:`~diffmatte.data.dim.TrainingSampler` (a fresh permutation per
-    pass, split across the ranks of ``torch.distributed`` / torchrun), skipping the
-    ``start_iter * batch_size`` samples of this rank a resumed run has already seen. The loader
-    has its own generator, so creating its iterator does not consume the global torch RNG
-    (which would shift the noise of a resumed run).
-
-    Args:
-        dataset: map-style training dataset (e.g. :class:`DIMDataset`).
-        batch_size: samples per process and iteration.
-        seed: shuffling seed (augmentation seeds live in the dataset).
-        start_iter: iterations already done.
-        num_workers: DataLoader worker processes; results do not depend on it.
-        pin_memory: pin batches for faster host-to-GPU copies.
-
-    Returns:
-        A DataLoader yielding batch dicts forever (full batches only).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    sampler = TrainingSampler(
-        len(dataset),  # type: ignore[arg-type]
-        seed=seed,
-        rank=get_rank(),
-        world_size=get_world_size(),
-        start=start_iter * batch_size,
-    )
-    return DataLoader(
-        StreamDataset(dataset, seed),
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=True,
-        pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(int(seed)),
-    )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -1,22 +1,22 @@
 """Training checkpoints: periodic, atomic, bounded in number, resumable.
 
 A training checkpoint is one ``torch.save`` file holding ``{"model": state dict, "optimizer",
-"scheduler", "grad_scaler", "iteration", "rng"}``. Its ``"model"`` entry is the plain state dict
-of the DiffMatte module, so :func:`diffmatte.engine.checkpoint.load_checkpoint` (and therefore
-``inference.py``) reads a training checkpoint like a released one. The file ``last_checkpoint``
-in the same folder names the newest checkpoint (detectron2's convention) and is what ``--resume``
-reads. ``iteration`` is the number of finished iterations, i.e. where a resumed run starts.
+"scheduler", "grad_scaler", "iteration", "rng"}`` (``"rng"``: the global RNG states of every
+process, :func:`diffmatte.utils.rng.capture_rng_state`). Its ``"model"`` entry is the plain
+state dict of the DiffMatte module, so :func:`diffmatte.engine.checkpoint.load_checkpoint` (and
+therefore ``inference.py``) reads a training checkpoint like a released one. The file
+``last_checkpoint`` in the same folder names the newest checkpoint (detectron2's convention) and
+is what ``--resume`` reads. ``iteration`` is the number of finished iterations, i.e. where a
+resumed run starts.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from diffmatte.utils.fileio import atomic_torch_save, atomic_write_text
@@ -24,8 +24,6 @@ from diffmatte.utils.fileio import atomic_torch_save, atomic_write_text
 __all__ = [
     "LAST_CHECKPOINT_FILE",
     "TrainingCheckpointError",
-    "capture_rng_state",
-    "restore_rng_state",
     "TrainingCheckpointer",
 ]
 
@@ -37,44 +35,6 @@ _PERIODIC = re.compile(r"^model_(\d{7})\.pth$")
 
 class TrainingCheckpointError(RuntimeError):
     """A training checkpoint cannot be read or does not fit; the message is one line."""
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """States of Python's ``random``, NumPy's global RNG, torch's CPU and current CUDA RNG."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    # Plain tensors and numbers only, so that checkpoints load with weights_only=True.
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            "name": name,
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state` (the CUDA state only where CUDA is in use)."""
-    random.setstate(state["python"])
-    numpy_state = state["numpy"]
-    np.random.set_state(
-        (
-            numpy_state["name"],
-            numpy_state["keys"].numpy().astype(np.uint32),
-            numpy_state["pos"],
-            numpy_state["has_gauss"],
-            numpy_state["cached_gaussian"],
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
 
 
 class TrainingCheckpointer:

@@ -108,8 +108,10 @@ def test_loader_independent_of_workers(synthetic_dataset):
 
 
 def test_loader_resume_and_epochs(synthetic_dataset):
+    state = torch.get_rng_state()
     full = list(islice(build_train_loader(synthetic_dataset, 1, 0, seed=3), 5))
     resumed = list(islice(build_train_loader(synthetic_dataset, 1, 0, seed=3, start_iter=2), 3))
+    assert torch.equal(torch.get_rng_state(), state)  # loading never draws from the global RNG
     for expected, got in zip(full[2:], resumed, strict=True):
         assert torch.equal(expected["alpha"], got["alpha"])
     finite = build_train_loader(synthetic_dataset, batch_size=2, num_workers=0, infinite=False)

@@ -9,16 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffmatte.data.dim import DIMDataset, estimate_foreground
+from diffmatte.data.dim import DIMDataset, build_train_loader, estimate_foreground
 from diffmatte.diffusion.gaussian import GaussianDiffusion
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.hooks import IterationTimer, PeriodicWriter
-from diffmatte.engine.trainer import (
-    EventStorage,
-    Trainer,
-    build_resumable_loader,
-    self_align_mode,
-)
+from diffmatte.engine.trainer import EventStorage, Trainer, self_align_mode
 from diffmatte.modeling.backbone.vit import ViT
 from diffmatte.modeling.criterion import MattingCriterion
 from diffmatte.modeling.decoder.dunet import DUNet
@@ -292,7 +287,7 @@ def test_loss_falls_on_real_images(shared_data_dir, tmp_path):
     before = _fixed_loss(model, eval_batches)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.1)
-    loader = build_resumable_loader(dataset, batch_size=4, seed=1)
+    loader = build_train_loader(dataset, batch_size=4, seed=1)
     trainer = Trainer(model, loader, optimizer, amp="off")
     trainer.register_hooks([IterationTimer(), PeriodicWriter(tmp_path, period=10)])
     trainer.train(0, 20)
@@ -307,10 +302,10 @@ def test_loader_stream_is_resumable_and_rng_neutral(shared_data_dir):
     backgrounds = _small_backgrounds(shared_data_dir, size=96)
     dataset = DIMDataset(foregrounds, backgrounds, crop_size=32, seed=3, samples_per_epoch=5)
     torch.manual_seed(0)
-    full = iter(build_resumable_loader(dataset, batch_size=2, seed=3))
+    full = iter(build_train_loader(dataset, batch_size=2, seed=3))
     batches = [next(full) for _ in range(4)]
     state = torch.get_rng_state()
-    resumed = iter(build_resumable_loader(dataset, batch_size=2, seed=3, start_iter=2))
+    resumed = iter(build_train_loader(dataset, batch_size=2, seed=3, start_iter=2))
     # Building and iterating the loader leaves the global RNG alone.
     assert torch.equal(torch.get_rng_state(), state)
     for expected in batches[2:]:
