@@ -32,3 +32,47 @@ def metric_fixtures_dir() -> Path:
 def spec_dir() -> Path:
     """Facts about the released models (``shared/spec``)."""
     return _require(SHARED_DIR / "spec")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module's tests, restored afterwards.
+
+    Tiny models gain nothing from threads, and competing OpenMP threads are slow on busy shared
+    cores. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Path:
+    """``tests/configs/tiny_vit.py``: a tiny ViTS-style DiffMatte (random weights only)."""
+    return REPO_ROOT / "tests" / "configs" / "tiny_vit.py"
+
+
+@pytest.fixture(scope="session")
+def build_tiny_model(tiny_config):
+    """Builder of the DiffMatte of :func:`tiny_config`: ``build(seed=0, criterion=None,
+    overrides=())``.
+
+    The weights are drawn after ``torch.manual_seed(seed)``; the model is in training mode.
+    ``criterion`` is a loss class built without arguments (e.g. ``MattingCriterion``), or None
+    for a model that can only sample; ``overrides`` are ``key=value`` config overrides.
+    """
+
+    def build(seed: int = 0, criterion=None, overrides=()):
+        import torch
+
+        from diffmatte.config import LazyCall, LazyConfig, instantiate
+
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(str(tiny_config)), list(overrides))
+        cfg.model.criterion = None if criterion is None else LazyCall(criterion)()
+        torch.manual_seed(seed)
+        return instantiate(cfg.model)
+
+    return build

@@ -43,19 +43,12 @@ def _trimap(height: int, width: int) -> np.ndarray:
     return trimap
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions run many times faster on one thread than on busy shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model(TINY_CONFIG)
+def weights(tmp_path_factory, build_tiny_model):
+    model = build_tiny_model(0)
     return save_model_weights(model, tmp_path_factory.mktemp("weights") / "tiny.pth")
 
 

@@ -199,25 +199,8 @@ def test_vits_wrapper_matches_the_released_key_list(spec_dir):
     assert describe_config(model_shapes) == "ViTS"
 
 
-def test_round_trip_with_real_modules(tmp_path):
-    from diffmatte.modeling.backbone.vit import ViT
-    from diffmatte.modeling.decoder.dunet import DUNet
-
-    def build(seed):
-        torch.manual_seed(seed)
-        vit = ViT(
-            img_size=64,
-            embed_dim=32,
-            depth=2,
-            num_heads=2,
-            window_size=2,
-            window_block_indexes=(0,),
-            residual_block_indexes=(1,),
-            pretrain_img_size=32,
-        )
-        return _diffmatte(vit, DUNet(downsample_in=(7, 8, 16, 32), upsample_in=(32, 16, 16, 8, 8)))
-
-    source, target = build(0).eval(), build(1).eval()
+def test_round_trip_with_real_modules(tmp_path, build_tiny_model):
+    source, target = build_tiny_model(0).eval(), build_tiny_model(1).eval()
     path = save_model_weights(source, tmp_path / "tiny.pth")
     assert load_checkpoint(target, path).ok
     image, trimap = torch.rand(1, 3, 32, 32), torch.full((1, 1, 32, 32), 0.5)

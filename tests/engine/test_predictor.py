@@ -22,22 +22,12 @@ from diffmatte.engine.predictor import (
 )
 from diffmatte.modeling.diffmatte import MattingOutput
 
-TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_vit.py"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions run many times faster on one thread than on busy shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    return build_model(TINY_CONFIG)
+def tiny_model(build_tiny_model):
+    return build_tiny_model(0).eval()
 
 
 @pytest.fixture(scope="module")
@@ -159,14 +149,14 @@ def test_ddpm_stream_matches_global_seed_on_cpu(tiny_model, inputs):
     assert np.abs(other.alpha[0, 0].numpy() - prediction.alpha).max() > 1e-6
 
 
-def test_load_model_strict_and_errors(tmp_path, tiny_model):
+def test_load_model_strict_and_errors(tmp_path, tiny_model, tiny_config):
     weights = save_model_weights(tiny_model, tmp_path / "tiny.pth")
-    loaded = load_model(TINY_CONFIG, weights)
+    loaded = load_model(tiny_config, weights)
     assert not loaded.training
     for name, tensor in tiny_model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor)
     with pytest.raises(CheckpointError) as info:
-        load_model(TINY_CONFIG, weights, overrides=["model.backbone.embed_dim=48"])
+        load_model(tiny_config, weights, overrides=["model.backbone.embed_dim=48"])
     assert "\n" not in str(info.value)
     with pytest.raises(ConfigError):
         build_model(tmp_path / "missing.py")

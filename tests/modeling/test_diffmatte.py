@@ -331,35 +331,8 @@ def test_forward_errors():
         _model(criterion=DummyCriterion())(_batch(), self_align="stage3")
 
 
-def _tiny_vit_model(criterion=None) -> DiffMatte:
-    from diffmatte.modeling.backbone.vit import ViT
-    from diffmatte.modeling.decoder.dunet import DUNet
-
-    torch.manual_seed(0)
-    backbone = ViT(
-        in_chans=4,
-        img_size=64,
-        embed_dim=32,
-        depth=2,
-        num_heads=2,
-        window_size=2,
-        window_block_indexes=(0,),
-        residual_block_indexes=(1,),
-        pretrain_img_size=32,
-    )
-    decoder = DUNet(downsample_in=(7, 8, 16, 32), upsample_in=(32, 16, 16, 8, 8))
-    return DiffMatte(
-        backbone,
-        decoder,
-        GaussianDiffusion("linear", scale=0.2),
-        Sampler("ddpm", 1),
-        criterion=criterion,
-        backbone_trimap="value",
-    )
-
-
-def test_real_vit_and_dunet_end_to_end():
-    model = _tiny_vit_model(criterion=DummyCriterion()).eval()
+def test_real_vit_and_dunet_end_to_end(build_tiny_model):
+    model = build_tiny_model(criterion=DummyCriterion).eval()
     image, trimap, noise = _inputs(n=1, seed=5)
     image, trimap, noise = image[..., :37, :50], trimap[..., :37, :50], noise[..., :37, :50]
     calls = []
