@@ -23,21 +23,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from diffmatte.config import LazyConfig, instantiate
 from diffmatte.data.sources import bundled_backgrounds
 from diffmatte.data.synthetic import write_foregrounds
 from diffmatte.data.testset import compose_testset
 from diffmatte.engine.checkpoint import save_model_weights
-from diffmatte.evaluation.evaluator import evaluate_folders
+from diffmatte.evaluation.evaluator import evaluate_folders, format_means
+from diffmatte.utils.rng import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "quickstart.py"
@@ -91,10 +88,8 @@ def make_data(data_dir: Path) -> None:
 def save_untrained(config_overrides: list[str], path: Path) -> None:
     """The weights training starts from: the config's model built after the same seeding."""
     cfg = LazyConfig.apply_overrides(LazyConfig.load(str(CONFIG)), config_overrides)
-    seed = int(cfg.train.seed)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    # As tools/train_net.py seeds rank 0 before building the model.
+    seed_everything(int(cfg.train.seed))
     save_model_weights(instantiate(cfg.model), path)
 
 
@@ -104,18 +99,6 @@ def evaluate(pred_dir: Path, test_dir: Path) -> dict[str, float]:
         pred_dir, test_dir / "alpha_copy", test_dir / "trimaps", workers=1, progress=False
     )
     return evaluation.evaluator.summary()
-
-
-def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """Rows of SAD, MSE (x1e-3), Grad, Conn (SAD, Grad, Conn / 1000 as evaluate.m)."""
-    header = f"{'model':<12} {'SAD':>9} {'MSE(e-3)':>9} {'Grad':>9} {'Conn':>9}"
-    lines = [header, "-" * len(header)]
-    for name, m in rows.items():
-        lines.append(
-            f"{name:<12} {m['SAD']:>9.3f} {m['MSE'] * 1e3:>9.3f} {m['Grad']:>9.3f} "
-            f"{m['Conn']:>9.3f}"
-        )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = evaluate(pred_dir, data_dir / "test")
 
     _step(f"{SAMPLE_STRATEGY} on {data_dir / 'test'}")
-    print(format_table(rows))
+    print(format_means(rows))
     print(f"\ndone in {time.time() - start:.0f} s; training curves: tensorboard --logdir {run_dir}")
     return 0
 

@@ -20,13 +20,11 @@ import argparse
 import inspect
 import logging
 import os
-import random
 import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -45,7 +43,7 @@ from diffmatte.engine.optim import LRMultiplier
 from diffmatte.engine.predictor import resolve_device
 from diffmatte.engine.trainer import Trainer
 from diffmatte.engine.training_checkpoint import TrainingCheckpointer, TrainingCheckpointError
-from diffmatte.evaluation.evaluator import EvaluationError
+from diffmatte.evaluation.evaluator import EvaluationError, format_means
 from diffmatte.utils.distributed import (
     destroy_process_group,
     get_rank,
@@ -55,6 +53,7 @@ from diffmatte.utils.distributed import (
 )
 from diffmatte.utils.image_io import ImageReadError
 from diffmatte.utils.logger import setup_logger
+from diffmatte.utils.rng import seed_everything
 
 logger = logging.getLogger("diffmatte.train_net")
 
@@ -103,13 +102,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.num_gpus < 1:
         parser.error("--num-gpus must be at least 1")
     return args
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def setup(args: argparse.Namespace) -> Any:
@@ -194,20 +186,8 @@ def do_eval(cfg: Any, args: argparse.Namespace, device: torch.device) -> dict[st
     model.eval()
     results = validate() if is_main_process() else {}
     if results:
-        print(format_metrics({str(path): results}))
+        print(format_means({str(path): results}, name_width=40))
     return results
-
-
-def format_metrics(rows: dict[str, dict[str, float]]) -> str:
-    """A plain-text table with one row per model: SAD, MSE (x1e-3), Grad, Conn."""
-    header = f"{'model':<40} {'SAD':>9} {'MSE(e-3)':>9} {'Grad':>9} {'Conn':>9}"
-    lines = [header, "-" * len(header)]
-    for name, m in rows.items():
-        lines.append(
-            f"{name[-40:]:<40} {m['SAD']:>9.3f} {m['MSE'] * 1e3:>9.3f} "
-            f"{m['Grad']:>9.3f} {m['Conn']:>9.3f}"
-        )
-    return "\n".join(lines)
 
 
 def do_train(cfg: Any, args: argparse.Namespace, device: torch.device) -> Trainer:

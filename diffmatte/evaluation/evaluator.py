@@ -35,6 +35,7 @@ __all__ = [
     "MattingEvaluator",
     "default_workers",
     "evaluate_folders",
+    "format_means",
     "read_matte",
     "save_results",
 ]
@@ -337,6 +338,29 @@ def evaluate_folders(
             evaluator.add(name, result)
             bar.update()
     return FolderEvaluation(evaluator, skipped, whole_image=trimap_dir is None)
+
+
+def format_means(rows: Mapping[str, Mapping[str, float]], name_width: int = 12) -> str:
+    """A plain-text table of mean errors, one row per model: SAD, MSE (x1e-3), Grad, Conn.
+
+    SAD, Grad and Conn are in thousands as ``evaluate.m`` prints them (the units of
+    :meth:`MattingEvaluator.summary`).
+
+    Args:
+        rows: model name -> means keyed "SAD", "MSE", "Grad", "Conn".
+        name_width: width of the name column; longer names keep their last characters.
+
+    Returns:
+        The header, a rule and one line per row, joined by newlines.
+    """
+    header = f"{'model':<{name_width}} {'SAD':>9} {'MSE(e-3)':>9} {'Grad':>9} {'Conn':>9}"
+    lines = [header, "-" * len(header)]
+    for name, means in rows.items():
+        lines.append(
+            f"{name[-name_width:]:<{name_width}} {means['SAD']:>9.3f} "
+            f"{means['MSE'] * 1e3:>9.3f} {means['Grad']:>9.3f} {means['Conn']:>9.3f}"
+        )
+    return "\n".join(lines)
 
 
 def _json_number(value: float) -> float | None:

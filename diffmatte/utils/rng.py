@@ -1,4 +1,4 @@
-"""Capture and restore the global random number generators.
+"""Seed, capture and restore the global random number generators.
 
 Exact resumption of training (TRAINING_RECIPE.md §2) needs the states of every global RNG a run
 draws from: Python's ``random``, NumPy's legacy global generator and torch's CPU and CUDA
@@ -14,7 +14,18 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "restore_rng_state"]
+__all__ = ["seed_everything", "capture_rng_state", "restore_rng_state"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global RNG and torch (all devices).
+
+    Args:
+        seed: any non-negative integer (NumPy gets it modulo 2**32).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -15,6 +15,7 @@ from diffmatte.evaluation.evaluator import (
     EvaluationError,
     MattingEvaluator,
     evaluate_folders,
+    format_means,
     read_matte,
     save_results,
 )
@@ -228,3 +229,13 @@ def test_unknown_extension_is_refused(tmp_path: Path, folders: dict[str, Path]) 
     with pytest.raises(EvaluationError, match=r"must end in \.csv or \.json"):
         save_results(tmp_path / "errors.txt", evaluation)
     assert not (tmp_path / "errors.txt").exists()
+
+
+def test_format_means_units_and_long_names() -> None:
+    means = {"SAD": 12.3456, "MSE": 0.0041, "Grad": 3.2, "Conn": math.nan}
+    table = format_means({"untrained": means, "a/b/model_final.pth": means}, name_width=12)
+    lines = table.splitlines()
+    assert lines[0].split() == ["model", "SAD", "MSE(e-3)", "Grad", "Conn"]
+    assert set(lines[1]) == {"-"} and len(lines[1]) == len(lines[0]) == 52
+    assert lines[2].split() == ["untrained", "12.346", "4.100", "3.200", "nan"]
+    assert lines[3].startswith("model_final.pth"[-12:] + " ")  # the end of a long name is kept

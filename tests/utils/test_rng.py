@@ -6,7 +6,7 @@ import random
 import numpy as np
 import torch
 
-from diffmatte.utils.rng import capture_rng_state, restore_rng_state
+from diffmatte.utils.rng import capture_rng_state, restore_rng_state, seed_everything
 
 
 def _draw() -> tuple[float, float, float, torch.Tensor]:
@@ -30,3 +30,16 @@ def test_restore_replays_every_generator_after_a_checkpoint_round_trip():
     assert got[:3] == expected[:3]
     assert torch.equal(got[3], expected[3])
     assert state["numpy"]["has_gauss"] == 1
+
+
+def test_seed_everything_fixes_every_generator():
+    seed_everything(2**32 + 5)  # NumPy takes the seed modulo 2**32
+    first = _draw()
+    random.seed(2**32 + 5)
+    np.random.seed(5)
+    torch.manual_seed(2**32 + 5)
+    expected = _draw()
+    assert first[:3] == expected[:3]
+    assert torch.equal(first[3], expected[3])
+    seed_everything(6)
+    assert _draw()[:3] != first[:3]
