@@ -105,6 +105,11 @@ def _command(*args: str) -> list[str]:
     ]
 
 
+def _run(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs a command with the test environment, capturing its text output."""
+    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
 def _metrics(output: Path) -> dict[int, dict]:
     records = [json.loads(line) for line in (output / "metrics.json").read_text().splitlines()]
     return {r["iteration"]: r for r in records}
@@ -118,13 +123,8 @@ def test_kill_then_resume_matches_uninterrupted_run(small_real_data, tmp_path):
         "train.self_align_stage2_step=6",
     )
     reference = tmp_path / "reference"
-    subprocess.run(
-        _command(*_overrides(small_real_data, reference, *common)),
-        env=_env(),
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    result = _run(_command(*_overrides(small_real_data, reference, *common)))
+    assert result.returncode == 0, result.stderr[-2000:]
     expected = _metrics(reference)
     assert sorted(expected) == list(range(1, 13))
     assert (reference / "model_final.pth").is_file()
@@ -151,13 +151,7 @@ def test_kill_then_resume_matches_uninterrupted_run(small_real_data, tmp_path):
     done = int(checkpoint[len("model_") : -len(".pth")])
     assert done in (4, 8)
 
-    result = subprocess.run(
-        _command("--resume", *_overrides(small_real_data, interrupted, *common)),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _run(_command("--resume", *_overrides(small_real_data, interrupted, *common)))
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resuming from {interrupted / checkpoint} (iteration {done})" in result.stdout
     resumed = _metrics(interrupted)
@@ -191,17 +185,13 @@ def test_init_checkpoint_validation_and_eval_only(small_real_data, tmp_path):
         "dataloader.test.alpha_dir=alpha",
         "train.eval_sampler=ddim2",
     ]
-    result = subprocess.run(
+    result = _run(
         _command(
             *_overrides(small_real_data, output, "train.max_iter=4", "optimizer.lr=0.0"),
             *validation,
             "train.eval_period=2",
             f"train.init_checkpoint={tmp_path / 'init.pth'}",
-        ),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+        )
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "decoder keys, trained from scratch" in result.stdout
@@ -215,17 +205,13 @@ def test_init_checkpoint_validation_and_eval_only(small_real_data, tmp_path):
     assert metrics[2]["eval/SAD"] > 0
     assert (output / "model_best.pth").is_file()
 
-    result = subprocess.run(
+    result = _run(
         _command(
             "--eval-only",
             *_overrides(small_real_data, output),
             *validation,
             f"train.init_checkpoint={output / 'model_final.pth'}",
-        ),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+        )
     )
     assert result.returncode == 0, result.stderr[-2000:]
     row = result.stdout.strip().splitlines()[-1].split()
@@ -234,13 +220,7 @@ def test_init_checkpoint_validation_and_eval_only(small_real_data, tmp_path):
 
 
 def test_bad_override_is_one_line(tmp_path):
-    result = subprocess.run(
-        _command(f"train.output_dir={tmp_path}", "train.no_such_key=1"),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run(_command(f"train.output_dir={tmp_path}", "train.no_such_key=1"), timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "no_such_key" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -272,7 +252,7 @@ def test_two_process_gloo_keeps_ranks_identical(small_real_data, tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(_WORKER.format(train_net=str(TRAIN_NET)))
     output = tmp_path / "ddp"
-    result = subprocess.run(
+    result = _run(
         [
             sys.executable,
             "-m",
@@ -286,11 +266,7 @@ def test_two_process_gloo_keeps_ranks_identical(small_real_data, tmp_path):
             *_overrides(
                 small_real_data, output, "train.max_iter=4", "train.self_align_stage2_step=2"
             ),
-        ],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = torch.load(output / "rank0.pth", weights_only=True)
@@ -316,11 +292,8 @@ def test_two_process_gloo_keeps_ranks_identical(small_real_data, tmp_path):
 @pytest.mark.slow
 def test_num_gpus_spawns_processes_on_cpu(small_real_data, tmp_path):
     output = tmp_path / "spawned"
-    result = subprocess.run(
+    result = _run(
         _command("--num-gpus", "2", *_overrides(small_real_data, output, "train.max_iter=3")),
-        env=_env(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -331,7 +304,7 @@ def test_num_gpus_spawns_processes_on_cpu(small_real_data, tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_flow(tmp_path):
-    result = subprocess.run(
+    result = _run(
         [
             sys.executable,
             str(REPO / "tools" / "quickstart.py"),
@@ -341,9 +314,6 @@ def test_quickstart_flow(tmp_path):
             "train.max_iter=6",
             "train.eval_period=3",
         ],
-        env=_env(),
-        capture_output=True,
-        text=True,
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
