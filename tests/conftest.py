@@ -1,5 +1,6 @@
 """Shared test fixtures: where the real data lives and how to skip without it."""
 
+import json
 import os
 from pathlib import Path
 
@@ -32,6 +33,20 @@ def metric_fixtures_dir() -> Path:
 def spec_dir() -> Path:
     """Facts about the released models (``shared/spec``)."""
     return _require(SHARED_DIR / "spec")
+
+
+@pytest.fixture(scope="session")
+def released_keys(spec_dir):
+    """Reader of ``spec/checkpoint_keys/<config>.json``: ``released_keys("ViTS") -> dict``.
+
+    Each file lists a released checkpoint's ``params`` and ``buffers`` (name -> shape), its
+    ``state_dict_order`` and parameter counts.
+    """
+
+    def read(config: str) -> dict:
+        return json.loads((spec_dir / "checkpoint_keys" / f"{config}.json").read_text())
+
+    return read
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Strict checkpoint loading, accepted formats, mismatch reports and atomic saving."""
 
-import json
 import os
 
 import pytest
@@ -138,19 +137,19 @@ def test_pickled_objects_are_refused(tmp_path):
         load_checkpoint(Tiny(), path)
 
 
-def _spec_shapes(spec_dir, config):
-    data = json.loads((spec_dir / "checkpoint_keys" / f"{config}.json").read_text())
+def _spec_shapes(released_keys, config):
+    data = released_keys(config)
     return {k: tuple(v) for part in ("params", "buffers") for k, v in data[part].items()}
 
 
 @pytest.mark.parametrize("config", ["ViTS", "ViTS_1024", "ViTB", "res34", "swin_t"])
-def test_describe_config_recognises_released_key_lists(spec_dir, config):
-    assert describe_config(_spec_shapes(spec_dir, config)) == config
+def test_describe_config_recognises_released_key_lists(released_keys, config):
+    assert describe_config(_spec_shapes(released_keys, config)) == config
 
 
-def test_vits_1024_file_in_vits_model_gets_a_hint(spec_dir, tmp_path):
+def test_vits_1024_file_in_vits_model_gets_a_hint(released_keys, tmp_path):
     def backbone_positions(config):
-        shapes = _spec_shapes(spec_dir, config)
+        shapes = _spec_shapes(released_keys, config)
         return {
             k[len("model.") :]: s
             for k, s in shapes.items()
@@ -188,12 +187,12 @@ def _diffmatte(backbone, decoder):
     return DiffMatte(backbone, decoder, GaussianDiffusion(scale=0.2), Sampler("ddim", 1))
 
 
-def test_vits_wrapper_matches_the_released_key_list(spec_dir):
+def test_vits_wrapper_matches_the_released_key_list(released_keys):
     from diffmatte.modeling.backbone.vit import ViT
     from diffmatte.modeling.decoder.dunet import DUNet
 
     model = _diffmatte(ViT(), DUNet())
-    released = {k[len("model.") :]: s for k, s in _spec_shapes(spec_dir, "ViTS").items()}
+    released = {k[len("model.") :]: s for k, s in _spec_shapes(released_keys, "ViTS").items()}
     model_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert compare_state_dicts(released, model_shapes).ok
     assert describe_config(model_shapes) == "ViTS"

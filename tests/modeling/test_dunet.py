@@ -1,6 +1,5 @@
 """Tests of the DUNet decoder: checkpoint layout, time embedding, wiring, caching."""
 
-import json
 import math
 
 import pytest
@@ -54,8 +53,8 @@ def _inputs(name: str, n: int = 2, h: int = 32, w: int = 64, seed: int = 1):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_state_dict_matches_release(spec_dir, name):
-    spec = json.loads((spec_dir / "checkpoint_keys" / f"{name}.json").read_text())
+def test_state_dict_matches_release(released_keys, name):
+    spec = released_keys(name)
     model = DUNet(*CONFIGS[name])
     state = model.state_dict()
     expected = [k for k in spec["state_dict_order"] if k.startswith(PREFIX)]

@@ -1,7 +1,5 @@
 """Tests of the spectral-norm ResNet-34-D encoder (res34 backbone)."""
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,8 +22,8 @@ def encoder() -> ResNetEncoder:
 
 
 @pytest.fixture(scope="module")
-def res34_keys(spec_dir):
-    return json.loads((spec_dir / "checkpoint_keys" / "res34.json").read_text())
+def res34_keys(released_keys):
+    return released_keys("res34")
 
 
 def _randomize_bn(model: nn.Module, seed: int) -> None:

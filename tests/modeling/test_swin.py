@@ -1,6 +1,5 @@
 """Tests of the prior-token Swin-T backbone (swin_t)."""
 
-import json
 import math
 
 import pytest
@@ -29,8 +28,8 @@ def swin() -> PriorSwinTransformer:
 
 
 @pytest.fixture(scope="module")
-def swin_keys(spec_dir):
-    return json.loads((spec_dir / "checkpoint_keys" / "swin_t.json").read_text())
+def swin_keys(released_keys):
+    return released_keys("swin_t")
 
 
 def _random_input(n: int, h: int, w: int, seed: int) -> torch.Tensor:

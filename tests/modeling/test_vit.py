@@ -1,6 +1,5 @@
 """Tests of the plain ViT backbone: checkpoint layout, attention numerics, shapes."""
 
-import json
 import math
 
 import pytest
@@ -48,10 +47,6 @@ def _randomize(module: torch.nn.Module, seed: int, std: float = 0.05) -> None:
             p.copy_(torch.randn(p.shape, generator=gen) * std)
 
 
-def _key_list(spec_dir, name: str) -> dict:
-    return json.loads((spec_dir / "checkpoint_keys" / f"{name}.json").read_text())
-
-
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_parameter_count(name):
     model = _model(name)
@@ -61,8 +56,8 @@ def test_parameter_count(name):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_state_dict_matches_release(spec_dir, name):
-    spec = _key_list(spec_dir, name)
+def test_state_dict_matches_release(released_keys, name):
+    spec = released_keys(name)
     state = _model(name).state_dict()
     expected = [k for k in spec["state_dict_order"] if k.startswith(PREFIX)]
     assert [PREFIX + k for k in state] == expected
@@ -73,8 +68,8 @@ def test_state_dict_matches_release(spec_dir, name):
 
 
 @pytest.mark.parametrize("name", ["ViTS", "ViTS_1024"])
-def test_strict_load_of_release_shapes(spec_dir, name):
-    spec = _key_list(spec_dir, name)
+def test_strict_load_of_release_shapes(released_keys, name):
+    spec = released_keys(name)
     gen = torch.Generator().manual_seed(1)
     state = {
         k[len(PREFIX) :]: torch.randn(shape, generator=gen) * 0.02
