@@ -19,7 +19,7 @@ from diffmatte.modeling.backbone.vit import (
     attention_reference,
     rel_pos_attention,
 )
-from diffmatte.modeling.decoder.dunet import DUNet
+from diffmatte.modeling.decoder.dunet import DUNet, UpsampleConv
 from diffmatte.modeling.diffmatte import DiffMatte, autocast_dtype
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -145,6 +145,24 @@ def test_prepare_and_cached_step_match_forward(channels_last):
             torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="do not match the decoder input"):
         model.prepare(x[:, :6], features[..., :-1])
+
+
+@pytest.mark.parametrize("size", [(5, 7), (1, 3), (4, 1), (2, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_low_resolution_upsample_conv_equals_conv_of_upsampled(size, channels_last):
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 6, *size, generator=gen)
+    weight = torch.randn(4, 6, 3, 3, generator=gen) / 5
+    expected = torch.nn.functional.conv2d(
+        torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False),
+        weight,
+        padding=1,
+    )
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = UpsampleConv.from_weight(weight)(x)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
 def test_batched_sampling_equals_one_image_at_a_time(model):
