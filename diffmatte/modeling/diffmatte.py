@@ -300,6 +300,8 @@ class DiffMatte(nn.Module):
 
     def _fast_denoiser(self, image: Tensor, trimap: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
         """Backbone once and the decoder's static work once; returns the per-step x0 function."""
+        if self.cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"CUDA-graph capture needs a CUDA device, not {self.device}")
         height, width = image.shape[-2:]
         size = padded_size(height, width, self.size_divisibility)
         with self._autocast():
@@ -323,8 +325,6 @@ class DiffMatte(nn.Module):
                 return forward_cached(x_t_padded, t, cache)
 
         if self.cuda_graph:
-            if self.device.type != "cuda":
-                raise ValueError(f"CUDA-graph capture needs a CUDA device, not {self.device}")
             step = _CudaGraphStep(step)
 
         def denoise(x_t_norm: Tensor, t: Tensor) -> Tensor:
