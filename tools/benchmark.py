@@ -36,7 +36,6 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +50,7 @@ from diffmatte.modeling.trimap import (
     pad_bottom_right,
     padded_size,
 )
+from diffmatte.utils.fileio import atomic_write_text
 
 DEFAULT_SIZES = (512, 1024)
 DEFAULT_STRATEGIES = ("ddim1", "ddim10")
@@ -419,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json == "-":
             print(payload)
         else:
-            Path(args.json).write_text(payload + "\n")
+            atomic_write_text(args.json, payload + "\n")
     return 0
 
 

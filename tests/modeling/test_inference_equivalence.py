@@ -130,14 +130,17 @@ def test_tiled_tail_equals_untiled_and_needs_its_halo(model, monkeypatch):
     assert (short_halo - whole).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("low_res_upsample", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_prepare_and_cached_step_match_forward(channels_last):
+def test_prepare_and_cached_step_match_forward(channels_last, low_res_upsample):
     model = _model(seed=1).decoder
+    model.low_res_upsample = low_res_upsample
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(2, 7, 64, 96, generator=gen)
     features = torch.randn(2, 32, 4, 6, generator=gen)
     with torch.no_grad():
         cache = model.prepare(x[:, :6], features, channels_last=channels_last)
+        assert all((block.upsample_conv is not None) == low_res_upsample for block in cache.up)
         for t in (torch.tensor([1.0, 0.3]), torch.zeros(2)):
             expected = model(x, t, features)
             out = model.forward_cached(x[:, 6:], t, cache)

@@ -337,8 +337,11 @@ class FoldedBlock:
     upsample_conv: UpsampleConv | None
 
     @classmethod
-    def from_block(cls, block: TimeResidualBlock, channels_last: bool) -> FoldedBlock:
-        """Folds ``block`` (a :class:`BasicDownBlock` or :class:`BasicUpBlock`)."""
+    def from_block(
+        cls, block: TimeResidualBlock, channels_last: bool, low_res_upsample: bool = True
+    ) -> FoldedBlock:
+        """Folds ``block`` (a :class:`BasicDownBlock` or :class:`BasicUpBlock`); an up block's
+        shortcut runs as :class:`UpsampleConv` when ``low_res_upsample``."""
         upsampling = isinstance(block, BasicUpBlock)
         shortcut = block.upsample.conv if upsampling else block.downsample.op
         w1, b1 = _fold_conv_bn(block.conv1, block.bn1)
@@ -351,7 +354,11 @@ class FoldedBlock:
             conv2_bias=b2,
             shortcut_weight=_weight_format(shortcut.weight, channels_last),
             upsampling=upsampling,
-            upsample_conv=UpsampleConv.from_weight(shortcut.weight) if upsampling else None,
+            upsample_conv=(
+                UpsampleConv.from_weight(shortcut.weight)
+                if upsampling and low_res_upsample
+                else None
+            ),
         )
 
     def time_shift(self, emb: Tensor) -> Tensor:
@@ -368,6 +375,9 @@ class FoldedBlock:
         """The residual branch: (N, C_in, H, W) -> (N, C_out, H', W')."""
         if self.upsample_conv is not None:
             return self.upsample_conv(x)
+        if self.upsampling:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            return F.conv2d(x, self.shortcut_weight, padding=1)
         return F.conv2d(x, self.shortcut_weight, stride=2, padding=1)
 
     def finish(self, h: Tensor, residual: Tensor) -> Tensor:
@@ -490,6 +500,7 @@ class DUNet(nn.Module):
         self.matting_head = MattingHead(up[-1])
         # Inference-path settings of prepare(), not part of the checkpoint.
         self.channels_last = True
+        self.low_res_upsample = True
         self.max_tile_bytes = DEFAULT_MAX_TILE_BYTES
 
     def embed_time(self, t: Tensor) -> Tensor:
@@ -566,8 +577,11 @@ class DUNet(nn.Module):
         cond = cond.contiguous(memory_format=memory_format)
         features = features.contiguous(memory_format=memory_format)
         down = [FoldedBlock.from_block(block, channels_last) for block in self.down_blks]
-        up = [FoldedBlock.from_block(block, channels_last) for block in self.up_blks]
-        mid = FoldedBlock.from_block(self.mid_blk, channels_last)
+        up = [
+            FoldedBlock.from_block(block, channels_last, self.low_res_upsample)
+            for block in self.up_blks
+        ]
+        mid = FoldedBlock.from_block(self.mid_blk, channels_last, self.low_res_upsample)
         first = down[0]
         cond_w = slice(0, self.cond_channels)
         xt_w = slice(self.cond_channels, None)
