@@ -179,7 +179,13 @@ def describe_config(shapes: Mapping[str, Shape]) -> str | None:
     name = _VIT_CONFIGS.get((pos_embed[-1], rows))
     if name is not None:
         return name
-    return f"a ViT with width {pos_embed[-1]} and {rows}-row global relative-position tables"
+    return f"a ViT of width {pos_embed[-1]} with {rows}-row global relative-position tables"
+
+
+def _keys(count: int, adjective: str = "") -> str:
+    """'1 missing key', '3 missing keys'."""
+    words = [str(count), adjective, "key" if count == 1 else "keys"]
+    return " ".join(word for word in words if word)
 
 
 def _format_report(path: str | Path, report: KeyReport, hint: str | None) -> str:
@@ -187,18 +193,18 @@ def _format_report(path: str | Path, report: KeyReport, hint: str | None) -> str
     if report.missing:
         shown = ", ".join(report.missing[:SHOWN_KEYS])
         more = ", ..." if len(report.missing) > SHOWN_KEYS else ""
-        parts.append(f"{len(report.missing)} missing keys ({shown}{more});")
+        parts.append(f"{_keys(len(report.missing), 'missing')} ({shown}{more});")
     if report.unexpected:
         shown = ", ".join(report.unexpected[:SHOWN_KEYS])
         more = ", ..." if len(report.unexpected) > SHOWN_KEYS else ""
-        parts.append(f"{len(report.unexpected)} unexpected keys ({shown}{more});")
+        parts.append(f"{_keys(len(report.unexpected), 'unexpected')} ({shown}{more});")
     if report.mismatched:
         shown = ", ".join(
             f"{k} file {list(fs)} vs model {list(ms)}"
             for k, fs, ms in report.mismatched[:SHOWN_KEYS]
         )
         more = ", ..." if len(report.mismatched) > SHOWN_KEYS else ""
-        parts.append(f"{len(report.mismatched)} keys with different shapes ({shown}{more});")
+        parts.append(f"{_keys(len(report.mismatched))} with different shapes ({shown}{more});")
     message = " ".join(parts).rstrip(";") + "."
     if hint:
         message += f" {hint}"
@@ -209,7 +215,7 @@ def _config_hint(file_shapes: Mapping[str, Shape], model_shapes: Mapping[str, Sh
     file_config, model_config = describe_config(file_shapes), describe_config(model_shapes)
     if file_config and model_config and file_config != model_config:
         return (
-            f"The file looks like a {file_config} checkpoint but the model is built as "
+            f"The file looks like a checkpoint of {file_config}, but the model is built as "
             f"{model_config}: use the matching config."
         )
     return None

@@ -95,9 +95,9 @@ def test_mismatch_report_is_one_clear_line(tmp_path):
     message = str(info.value)
     assert "\n" not in message
     assert str(path) in message
-    assert "1 missing keys (decoder.bias)" in message
+    assert "1 missing key (decoder.bias)" in message
     assert "7 unexpected keys (extra.0, extra.1, extra.2, extra.3, extra.4, ...)" in message
-    assert "1 keys with different shapes (decoder.weight file [2, 5] vs model [2, 4])" in message
+    assert "1 key with different shapes (decoder.weight file [2, 5] vs model [2, 4])" in message
     # A failed strict load leaves the model untouched.
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
 
@@ -176,7 +176,7 @@ def test_vits_1024_file_in_vits_model_gets_a_hint(released_keys, tmp_path):
     assert (
         "8 keys with different shapes (backbone.blocks.2.attn.rel_pos_h file [127, 64]" in message
     )
-    assert "looks like a ViTS_1024 checkpoint but the model is built as ViTS" in message
+    assert "looks like a checkpoint of ViTS_1024, but the model is built as ViTS" in message
 
 
 def _diffmatte(backbone, decoder):
