@@ -33,8 +33,13 @@ from diffmatte.data.composition1k import (
 )
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import CheckpointError
+from diffmatte.engine.cli import (
+    add_checkpoint_argument,
+    add_config_argument,
+    add_overrides_argument,
+    add_sampling_arguments,
+)
 from diffmatte.engine.predictor import (
-    DEFAULT_SEED,
     batchable,
     load_model,
     predict_alpha,
@@ -43,7 +48,7 @@ from diffmatte.engine.predictor import (
     resolve_device,
     trimap_to_model,
 )
-from diffmatte.modeling.diffmatte import PRECISIONS, autocast_dtype
+from diffmatte.modeling.diffmatte import autocast_dtype
 from diffmatte.utils.distributed import get_rank, get_world_size, shard
 from diffmatte.utils.image_io import ImageReadError, alpha_to_uint8, write_png_atomic
 
@@ -57,22 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict alpha mattes for a Composition-1k-style folder.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--config-dir",
-        "--config-file",
-        dest="config_file",
-        metavar="FILE",
-        default="configs/ViTS.py",
-        help="config file (Python LazyConfig) or the name of one in configs/, e.g. ViTS",
-    )
-    parser.add_argument(
-        "--checkpoint-dir",
-        "--checkpoint",
-        dest="checkpoint",
-        metavar="FILE",
-        required=True,
-        help="weights file (.pth) in the released format",
-    )
+    add_config_argument(parser, default="configs/ViTS.py")
+    add_checkpoint_argument(parser)
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -87,28 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="predDIM/pred_alpha",
         help="folder for the predicted alphas, <stem>.png",
     )
-    parser.add_argument(
-        "--sample-strategy",
-        default="ddpm1",
-        help="sampler and number of steps: ddimN or ddpmN (the paper's results use ddim10)",
-    )
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N"
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=DEFAULT_SEED,
-        help="seed of every image's initial noise (the same for every image and process)",
+    add_sampling_arguments(
+        parser,
+        default_strategy="ddpm1",
+        strategy_help="sampler and number of steps: ddimN or ddpmN (the paper's results use "
+        "ddim10)",
+        seed_help="seed of every image's initial noise (the same for every image and process)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="predict images whose output already exists"
-    )
-    parser.add_argument(
-        "--precision",
-        choices=tuple(PRECISIONS),
-        default="fp32",
-        help="autocast precision of the networks (fp16/bf16 need CUDA; the sampler stays fp32)",
     )
     parser.add_argument(
         "--batch-size",
@@ -119,18 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         "multi-step DDPM runs one by one)",
     )
     parser.add_argument(
-        "--compile", action="store_true", help="run the decoder step through torch.compile"
-    )
-    parser.add_argument(
         "--cuda-graph", action="store_true", help="replay the decoder step from a CUDA graph"
     )
-    parser.add_argument(
-        "opts",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides, e.g. model.backbone.drop_path_rate=0",
-    )
+    add_overrides_argument(parser)
     return parser
 
 

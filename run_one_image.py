@@ -27,15 +27,20 @@ from diffmatte.config import ConfigError
 from diffmatte.data.sources import bundled_lemur_dir
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import CheckpointError
+from diffmatte.engine.cli import (
+    add_checkpoint_argument,
+    add_config_argument,
+    add_overrides_argument,
+    add_sampling_arguments,
+)
 from diffmatte.engine.predictor import (
-    DEFAULT_SEED,
     load_model,
     predict_alpha,
     resolve_config_file,
     resolve_device,
     trimap_to_model,
 )
-from diffmatte.modeling.diffmatte import PRECISIONS, autocast_dtype
+from diffmatte.modeling.diffmatte import autocast_dtype
 from diffmatte.utils.image_io import (
     ImageReadError,
     alpha_to_uint8,
@@ -56,22 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict the alpha matte of one image and its trimap.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--config-dir",
-        "--config-file",
-        dest="config_file",
-        metavar="FILE",
-        default="configs/ViTS_1024.py",
-        help="config file (Python LazyConfig) or the name of one in configs/, e.g. ViTS_1024",
-    )
-    parser.add_argument(
-        "--checkpoint-dir",
-        "--checkpoint",
-        dest="checkpoint",
-        metavar="FILE",
-        required=True,
-        help="weights file (.pth) in the released format",
-    )
+    add_config_argument(parser, default="configs/ViTS_1024.py")
+    add_checkpoint_argument(parser)
     parser.add_argument(
         "--image-dir",
         "--image",
@@ -96,21 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="demo/result.png",
         help="alpha PNG file, or a folder that receives <image stem>.png",
     )
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N"
-    )
-    parser.add_argument(
-        "--sample-strategy", default="ddim10", help="sampler and number of steps: ddimN or ddpmN"
-    )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the initial noise")
-    parser.add_argument(
-        "--precision",
-        choices=tuple(PRECISIONS),
-        default="fp32",
-        help="autocast precision of the networks (fp16/bf16 need CUDA; the sampler stays fp32)",
-    )
-    parser.add_argument(
-        "--compile", action="store_true", help="run the decoder step through torch.compile"
+    add_sampling_arguments(
+        parser,
+        default_strategy="ddim10",
+        strategy_help="sampler and number of steps: ddimN or ddpmN",
+        seed_help="seed of the initial noise",
     )
     parser.add_argument(
         "--output-npy",
@@ -130,13 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="also save a PNG strip with the alpha predicted at each sampling step, left to right",
     )
-    parser.add_argument(
-        "opts",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides, e.g. model.backbone.drop_path_rate=0",
-    )
+    add_overrides_argument(parser)
     return parser
 
 

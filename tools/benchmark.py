@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from diffmatte.config import ConfigError
 from diffmatte.diffusion.samplers import Sampler
+from diffmatte.engine.cli import add_config_argument, add_overrides_argument
 from diffmatte.engine.predictor import build_model, resolve_config_file, resolve_device
 from diffmatte.modeling.diffmatte import PRECISIONS, autocast_dtype
 from diffmatte.modeling.trimap import (
@@ -73,14 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark DiffMatte inference (random weights and inputs).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--config-file",
-        "--config-dir",
-        dest="config_file",
-        metavar="FILE",
-        default="configs/ViTS.py",
-        help="config file or the name of one in configs/",
-    )
+    add_config_argument(parser, default="configs/ViTS.py")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
     parser.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES))
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -111,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", metavar="PATH", help="also write the results as JSON ('-': stdout)"
     )
-    parser.add_argument("opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_overrides_argument(parser)
     parser.add_argument("--case-only", action="store_true", help=argparse.SUPPRESS)
     return parser
 

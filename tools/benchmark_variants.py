@@ -39,6 +39,7 @@ import torch
 import diffmatte.modeling.backbone.vit as vit
 from diffmatte.config import ConfigError
 from diffmatte.diffusion.samplers import Sampler
+from diffmatte.engine.cli import add_config_argument, add_overrides_argument
 from diffmatte.engine.predictor import build_model, resolve_config_file
 from diffmatte.utils.fileio import atomic_write_text
 
@@ -134,14 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Interleaved before/after timing of the inference optimisations.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--config-file", metavar="FILE", default="configs/ViTS.py")
+    add_config_argument(parser, default="configs/ViTS.py")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--strategies", nargs="+", default=["ddim1", "ddim10"])
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of every variant")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="also write the records as JSON")
-    parser.add_argument("opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_overrides_argument(parser)
     return parser
 
 

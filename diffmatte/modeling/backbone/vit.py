@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffmatte.modeling.backbone.layers import DropPath, Mlp
+
 __all__ = [
     "ViT",
     "attention_reference",
@@ -287,40 +289,6 @@ def rel_pos_attention(
         )
         del bias
     return out
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: zeroes a sample's residual branch with probability ``drop_prob``.
-
-    Surviving samples are scaled by 1 / (1 - drop_prob); identity in eval mode or at 0.
-    """
-
-    def __init__(self, drop_prob: float = 0.0) -> None:
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}"
-
-
-class Mlp(nn.Module):
-    """Two-layer perceptron with exact GELU: fc1 (D -> hidden), GELU, fc2 (hidden -> D)."""
-
-    def __init__(self, dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class ChannelLayerNorm(nn.Module):

@@ -1,0 +1,67 @@
+"""Command-line arguments shared by the inference scripts and tools.
+
+The flag names of the original release (``--config-dir``, ``--checkpoint-dir``,
+``--sample-strategy``) are kept, with clearer aliases next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from diffmatte.engine.predictor import DEFAULT_SEED
+from diffmatte.modeling.diffmatte import PRECISIONS
+
+
+def add_config_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--config-dir`` / ``--config-file`` -> ``args.config_file``."""
+    parser.add_argument(
+        "--config-dir",
+        "--config-file",
+        dest="config_file",
+        metavar="FILE",
+        default=default,
+        help="config file (Python LazyConfig) or the name of one in configs/, e.g. ViTS",
+    )
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint-dir`` / ``--checkpoint`` (required) -> ``args.checkpoint``."""
+    parser.add_argument(
+        "--checkpoint-dir",
+        "--checkpoint",
+        dest="checkpoint",
+        metavar="FILE",
+        required=True,
+        help="weights file (.pth) in the released format",
+    )
+
+
+def add_sampling_arguments(
+    parser: argparse.ArgumentParser, default_strategy: str, strategy_help: str, seed_help: str
+) -> None:
+    """``--sample-strategy``, ``--device``, ``--seed``, ``--precision`` and ``--compile``."""
+    parser.add_argument("--sample-strategy", default=default_strategy, help=strategy_help)
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N"
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=seed_help)
+    parser.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        default="fp32",
+        help="autocast precision of the networks (fp16/bf16 need CUDA; the sampler stays fp32)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="run the decoder step through torch.compile"
+    )
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser) -> None:
+    """Positional ``key=value`` config overrides -> ``args.opts``."""
+    parser.add_argument(
+        "opts",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. model.backbone.drop_path_rate=0",
+    )
