@@ -130,9 +130,16 @@ def test_tiled_tail_equals_untiled_and_needs_its_halo(model, monkeypatch):
     assert (short_halo - whole).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("low_res_upsample", [False, True])
+# The tiny decoder's up blocks have 16 to 48 input channels: a fold threshold of 0 runs their
+# shortcuts through the matrix product, the default through the folded (1, 3) convolution.
+@pytest.mark.parametrize(
+    ("low_res_upsample", "fold_below"), [(False, 0), (True, 0), (True, dunet.FOLD_COLUMNS_BELOW)]
+)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_prepare_and_cached_step_match_forward(channels_last, low_res_upsample):
+def test_prepare_and_cached_step_match_forward(
+    channels_last, low_res_upsample, fold_below, monkeypatch
+):
+    monkeypatch.setattr(dunet, "FOLD_COLUMNS_BELOW", fold_below)
     model = _model(seed=1).decoder
     model.low_res_upsample = low_res_upsample
     gen = torch.Generator().manual_seed(4)
@@ -150,9 +157,10 @@ def test_prepare_and_cached_step_match_forward(channels_last, low_res_upsample):
         model.prepare(x[:, :6], features[..., :-1])
 
 
+@pytest.mark.parametrize("fold_columns", [False, True])
 @pytest.mark.parametrize("size", [(5, 7), (1, 3), (4, 1), (2, 2)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_low_resolution_upsample_conv_equals_conv_of_upsampled(size, channels_last):
+def test_low_resolution_upsample_conv_equals_conv_of_upsampled(size, channels_last, fold_columns):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(2, 6, *size, generator=gen)
     weight = torch.randn(4, 6, 3, 3, generator=gen) / 5
@@ -163,7 +171,10 @@ def test_low_resolution_upsample_conv_equals_conv_of_upsampled(size, channels_la
     )
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    out = UpsampleConv.from_weight(weight)(x)
+    upsample_conv = UpsampleConv.from_weight(weight, fold_columns)
+    assert (upsample_conv.columns_weight is not None) == fold_columns
+    assert (upsample_conv.matrix is None) == fold_columns
+    out = upsample_conv(x)
     assert out.shape == expected.shape
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
