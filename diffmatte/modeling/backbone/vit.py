@@ -216,10 +216,17 @@ def _query_chunks(q_size: tuple[int, int], queries: int) -> list[tuple[int, int]
 
 
 def _chunk_bias(
-    q: Tensor, r_h: Tensor, r_w: Tensor, start: int, qw: int, k_size: tuple[int, int]
+    q: Tensor,
+    r_h: Tensor,
+    r_w: Tensor,
+    start: int,
+    qw: int,
+    k_size: tuple[int, int],
+    out: Tensor | None = None,
 ) -> Tensor:
     """Additive bias (B, nH, m, kh*kw) of the m queries ``q`` (B, nH, m, C) starting at flattened
-    index ``start``; ``r_h`` (qh, kh, C) and ``r_w`` (qw, kw, C) from :func:`get_rel_pos`."""
+    index ``start``; ``r_h`` (qh, kh, C) and ``r_w`` (qw, kw, C) from :func:`get_rel_pos`.
+    ``out``: a contiguous buffer of at least B*nH*m*kh*kw elements to write the bias into."""
     b, n_heads, m, dim = q.shape
     kh, kw = k_size
     row, col = divmod(start, qw)
@@ -232,7 +239,11 @@ def _chunk_bias(
     else:  # part of one grid row
         rel_h = q @ r_h[row].transpose(0, 1)
         rel_w = torch.einsum("bnwc,wkc->bnwk", q, r_w[col : col + m])
-    return (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, n_heads, m, kh * kw)
+    if out is None:
+        return (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, n_heads, m, kh * kw)
+    bias = out.view(-1)[: b * n_heads * m * kh * kw].view(b, n_heads, m, kh, kw)
+    torch.add(rel_h[..., :, None], rel_w[..., None, :], out=bias)
+    return bias.view(b, n_heads, m, kh * kw)
 
 
 def rel_pos_attention(
@@ -281,13 +292,18 @@ def rel_pos_attention(
         bias = _chunk_bias(q, r_h, r_w, 0, q_size[1], k_size)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     out = q.new_empty(b, n_heads, lq, v.shape[-1])
+    # Without autograd, one bias buffer serves all chunks: a fresh multi-hundred-MiB tensor per
+    # chunk costs more in page faults than the bias arithmetic itself.
+    buffer = None
+    if not torch.is_grad_enabled():
+        longest = max(stop - start for start, stop in chunks)
+        buffer = q.new_empty(b * n_heads * longest * kh * kw)
     for start, stop in chunks:
         q_chunk = q[:, :, start:stop]
-        bias = _chunk_bias(q_chunk, r_h, r_w, start, q_size[1], k_size)
+        bias = _chunk_bias(q_chunk, r_h, r_w, start, q_size[1], k_size, out=buffer)
         out[:, :, start:stop] = F.scaled_dot_product_attention(
             q_chunk, k, v, attn_mask=bias, scale=scale
         )
-        del bias
     return out
 
 
