@@ -38,6 +38,7 @@ from diffmatte.engine.cli import (
     add_config_argument,
     add_overrides_argument,
     add_sampling_arguments,
+    apply_heap_reuse,
 )
 from diffmatte.engine.predictor import (
     batchable,
@@ -210,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
         rank, world_size = get_rank(), get_world_size()
         device = resolve_device(args.device)
         autocast_dtype(args.precision, device)
+        apply_heap_reuse(args, device)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
         if args.cuda_graph and device.type != "cuda":

@@ -32,6 +32,7 @@ from diffmatte.engine.cli import (
     add_config_argument,
     add_overrides_argument,
     add_sampling_arguments,
+    apply_heap_reuse,
 )
 from diffmatte.engine.predictor import (
     load_model,
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         sampler = Sampler.from_strategy(args.sample_strategy)
         device = resolve_device(args.device)
         autocast_dtype(args.precision, device)
+        apply_heap_reuse(args, device)
         image = read_image(args.image)
         gray = to_uint8(read_gray(args.trimap))
     except (ValueError, ImageReadError) as err:

@@ -42,7 +42,12 @@ from torch import Tensor, nn
 
 from diffmatte.config import ConfigError
 from diffmatte.diffusion.samplers import Sampler
-from diffmatte.engine.cli import add_config_argument, add_overrides_argument
+from diffmatte.engine.cli import (
+    add_config_argument,
+    add_heap_reuse_argument,
+    add_overrides_argument,
+    apply_heap_reuse,
+)
 from diffmatte.engine.predictor import build_model, resolve_config_file, resolve_device
 from diffmatte.modeling.diffmatte import PRECISIONS, autocast_dtype
 from diffmatte.modeling.trimap import (
@@ -94,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cuda-graph", action="store_true", help="replay the decoder step from a CUDA graph"
     )
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore counts")
+    add_heap_reuse_argument(parser)
     parser.add_argument(
         "--peak-seconds", type=float, default=2.0, help="duration of the matmul peak measurement"
     )
@@ -297,7 +303,7 @@ def _child_command(args: argparse.Namespace, size: int, strategy: str) -> list[s
     command += ["--warmup", str(args.warmup), "--seed", str(args.seed)]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
-    for flag in ("reference", "compile", "cuda_graph"):
+    for flag in ("reference", "compile", "cuda_graph", "no_heap_reuse"):
         if getattr(args, flag):
             command.append("--" + flag.replace("_", "-"))
     return command + list(args.opts)
@@ -361,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     model.set_inference_options(args.precision, args.compile, args.cuda_graph)
+    heap_reuse = apply_heap_reuse(args, device)
     info = {
         "config": str(args.config_file),
         "device": device_name(device),
@@ -369,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "path": "reference" if args.reference else "fast",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "heap_reuse": heap_reuse,
     }
     results = []
     if args.case_only:
@@ -402,7 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{info['config']} on {info['device']}, {info['precision']}, batch {info['batch_size']}, "
         f"{info['path']} path; float32 matmul peak {info['matmul_peak_gflops']:.1f} GFLOP/s; "
-        f"peak memory = {'max allocated' if device.type == 'cuda' else 'peak RSS'}",
+        f"peak memory = {'max allocated' if device.type == 'cuda' else 'peak RSS'}"
+        f"{'; heap reuse on' if heap_reuse else ''}",
         file=out,
     )
     print(format_table(results), file=out)

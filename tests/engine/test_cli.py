@@ -3,12 +3,14 @@
 import argparse
 
 import pytest
+import torch
 
 from diffmatte.engine.cli import (
     add_checkpoint_argument,
     add_config_argument,
     add_overrides_argument,
     add_sampling_arguments,
+    apply_heap_reuse,
 )
 from diffmatte.engine.predictor import DEFAULT_SEED
 
@@ -34,7 +36,14 @@ def test_original_names_and_aliases_fill_the_same_fields(argv):
     assert (args.config_file, args.checkpoint) == ("configs/ViTB.py", "w.pth")
     assert args.opts == ["train.seed=3", "model.sampler.steps=2"]
     assert (args.sample_strategy, args.device, args.seed) == ("ddpm1", "auto", DEFAULT_SEED)
-    assert (args.precision, args.compile) == ("fp32", False)
+    assert (args.precision, args.compile, args.no_heap_reuse) == ("fp32", False, False)
+
+
+def test_heap_reuse_only_on_the_cpu_and_unless_switched_off():
+    args = _parser().parse_args(["--checkpoint", "w.pth", "--no-heap-reuse"])
+    assert apply_heap_reuse(args, torch.device("cpu")) is False
+    args.no_heap_reuse = False
+    assert apply_heap_reuse(args, torch.device("cuda")) is False
 
 
 def test_checkpoint_is_required_and_precision_is_checked(capsys):
