@@ -303,7 +303,7 @@ def _child_command(args: argparse.Namespace, size: int, strategy: str) -> list[s
     command += ["--warmup", str(args.warmup), "--seed", str(args.seed)]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
-    for flag in ("reference", "compile", "cuda_graph", "no_heap_reuse"):
+    for flag in ("reference", "compile", "cuda_graph", "heap_reuse"):
         if getattr(args, flag):
             command.append("--" + flag.replace("_", "-"))
     return command + list(args.opts)

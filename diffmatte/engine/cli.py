@@ -61,19 +61,19 @@ def add_sampling_arguments(
 
 
 def add_heap_reuse_argument(parser: argparse.ArgumentParser) -> None:
-    """``--no-heap-reuse`` -> ``args.no_heap_reuse`` (see :func:`apply_heap_reuse`)."""
+    """``--heap-reuse`` -> ``args.heap_reuse`` (see :func:`apply_heap_reuse`)."""
     parser.add_argument(
-        "--no-heap-reuse",
+        "--heap-reuse",
         action="store_true",
-        help="on the CPU, keep the C library's default allocation instead of reusing freed "
-        "memory (slower, about 20 %% lower peak memory)",
+        help="on the CPU, keep freed memory for reuse: about 1.3x faster sampling, up to 40 %% "
+        "higher peak memory",
     )
 
 
 def apply_heap_reuse(args: argparse.Namespace, device: torch.device) -> bool:
-    """On the CPU, unless ``--no-heap-reuse``, keeps freed memory for reuse
+    """On the CPU with ``--heap-reuse``, keeps freed memory for reuse
     (:func:`~diffmatte.utils.memory.reuse_freed_heap_memory`); returns whether it is on."""
-    if device.type != "cpu" or args.no_heap_reuse:
+    if device.type != "cpu" or not args.heap_reuse:
         return False
     return reuse_freed_heap_memory()
 

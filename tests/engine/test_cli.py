@@ -36,13 +36,13 @@ def test_original_names_and_aliases_fill_the_same_fields(argv):
     assert (args.config_file, args.checkpoint) == ("configs/ViTB.py", "w.pth")
     assert args.opts == ["train.seed=3", "model.sampler.steps=2"]
     assert (args.sample_strategy, args.device, args.seed) == ("ddpm1", "auto", DEFAULT_SEED)
-    assert (args.precision, args.compile, args.no_heap_reuse) == ("fp32", False, False)
+    assert (args.precision, args.compile, args.heap_reuse) == ("fp32", False, False)
 
 
-def test_heap_reuse_only_on_the_cpu_and_unless_switched_off():
-    args = _parser().parse_args(["--checkpoint", "w.pth", "--no-heap-reuse"])
+def test_heap_reuse_only_when_asked_and_only_on_the_cpu():
+    args = _parser().parse_args(["--checkpoint", "w.pth"])
     assert apply_heap_reuse(args, torch.device("cpu")) is False
-    args.no_heap_reuse = False
+    args = _parser().parse_args(["--checkpoint", "w.pth", "--heap-reuse"])
     assert apply_heap_reuse(args, torch.device("cuda")) is False
 
 
