@@ -21,7 +21,7 @@ from torch import Tensor
 
 from diffmatte.diffusion.gaussian import GaussianDiffusion, expand_like
 
-__all__ = ["METHODS", "Sampler", "SamplerOutput", "DenoiseFn"]
+__all__ = ["METHODS", "Sampler", "SamplerOutput", "DenoiseFn", "StepCallback"]
 
 METHODS = ("ddim", "ddpm")
 # Lower bound of sigma in the DDIM noise estimate and of the DDPM variance before its log.
@@ -31,6 +31,7 @@ VARIANCE_CLIP_MIN = 1e-20
 _STRATEGY = re.compile(r"(ddim|ddpm)(\d+)")
 
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
+StepCallback = Callable[[int, int, Tensor], None]
 
 
 @dataclass
@@ -106,6 +107,7 @@ class Sampler:
         noise: Tensor,
         generator: torch.Generator | None = None,
         return_trajectory: bool = False,
+        callback: StepCallback | None = None,
     ) -> SamplerOutput:
         """Run the sampler from the initial state ``noise`` at t = 1.
 
@@ -128,6 +130,8 @@ class Sampler:
             generator: source of the DDPM step noise (drawn on its own device); the global RNG
                 when None. Unused by DDIM.
             return_trajectory: also return each step's clamped x0 prediction.
+            callback: called after each step as ``callback(step, steps, x0)`` with the 1-based
+                step number and that step's clamped x0 prediction (progress reports, previews).
 
         Returns:
             :class:`SamplerOutput`.
@@ -135,7 +139,7 @@ class Sampler:
         z = noise.float()
         batch = z.shape[0]
         trajectory: list[Tensor] | None = [] if return_trajectory else None
-        for t_cur, t_next in self.time_pairs():
+        for index, (t_cur, t_next) in enumerate(self.time_pairs(), start=1):
             t = torch.full((batch,), t_cur, dtype=torch.float32, device=z.device)
             t_nxt = torch.full((batch,), t_next, dtype=torch.float32, device=z.device)
             x0 = denoise_fn(diffusion.normalize(z), t).float().clamp(-1.0, 1.0)
@@ -156,6 +160,8 @@ class Sampler:
                     expand_like(t_nxt > 0, z), self._randn_like(z, generator), torch.zeros_like(z)
                 )
                 z = mean + (0.5 * log_variance).exp() * step_noise
+            if callback is not None:
+                callback(index, self.steps, x0)
         return SamplerOutput(x0=z / diffusion.scale, trajectory=trajectory)
 
     @staticmethod

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from diffmatte.config import LazyConfig, instantiate
-from diffmatte.diffusion.samplers import Sampler
+from diffmatte.diffusion.samplers import Sampler, StepCallback
 from diffmatte.engine.checkpoint import load_checkpoint
 from diffmatte.modeling.trimap import trimap_from_gray_demo, trimap_from_uint8
 from diffmatte.utils.distributed import get_local_rank
@@ -238,6 +238,7 @@ def predict_alpha(
     seed: int = DEFAULT_SEED,
     device: torch.device | None = None,
     return_trajectory: bool = False,
+    callback: StepCallback | None = None,
 ) -> Prediction:
     """Predicts the alpha matte of one image.
 
@@ -250,6 +251,7 @@ def predict_alpha(
         seed: fixes the initial noise and the DDPM step noise (see :func:`seeded_generator`).
         device: where to run; defaults to the model's device.
         return_trajectory: also return the x0 prediction of every step.
+        callback: ``callback(step, steps, x0)`` after each sampling step.
 
     Returns:
         The :class:`Prediction`, as numpy arrays on the CPU.
@@ -264,6 +266,7 @@ def predict_alpha(
     image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
     generator = seeded_generator(seed)
     noise = initial_noise(height, width, generator)
+    extra = {} if callback is None else {"callback": callback}
     output = model.sample(
         image_tensor.to(device, torch.float32),
         trimap.to(device, torch.float32),
@@ -271,6 +274,7 @@ def predict_alpha(
         noise=noise.to(device),
         generator=generator,
         return_trajectory=return_trajectory,
+        **extra,
     )
     alpha = output.alpha[0, 0].float().cpu().numpy()
     trajectory = None

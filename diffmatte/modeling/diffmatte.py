@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from diffmatte.diffusion.gaussian import GaussianDiffusion
-from diffmatte.diffusion.samplers import Sampler
+from diffmatte.diffusion.samplers import Sampler, StepCallback
 from diffmatte.modeling.trimap import (
     BACKBONE_TRIMAP_ENCODINGS,
     backbone_input,
@@ -349,6 +349,7 @@ class DiffMatte(nn.Module):
         generator: torch.Generator | None = None,
         return_trajectory: bool = False,
         fast: bool = True,
+        callback: StepCallback | None = None,
     ) -> MattingOutput:
         """Predict alpha mattes by iterative denoising from Gaussian noise.
 
@@ -365,6 +366,9 @@ class DiffMatte(nn.Module):
                 (``torch.randn((N,1,H,W), generator=generator)`` on the generator's device) and
                 of the DDPM step noise; the global RNG when None.
             return_trajectory: also return each step's post-processed x0 prediction.
+            fast: use the decoder's cached inference path when it has one.
+            callback: ``callback(step, steps, x0)`` after each sampling step (see
+                :meth:`Sampler.sample`).
 
         Returns:
             :class:`MattingOutput` with ``alpha`` (N,1,H,W) float32 in [0, 1] on the model's
@@ -403,6 +407,7 @@ class DiffMatte(nn.Module):
             noise,
             generator=generator,
             return_trajectory=return_trajectory,
+            callback=callback,
         )
         trajectory = None
         if result.trajectory is not None:

@@ -1,0 +1,4 @@
+"""Inference: options, the inference form of a trained model, and the Predictor."""
+
+from diffmatte.inference.options import InferenceOptions
+from diffmatte.inference.predictor import Predictor, ProgressFn
