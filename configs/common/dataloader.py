@@ -9,7 +9,8 @@ has no shared default: every experiment config states its own.
 
 from diffmatte.config import LazyCall as L
 from diffmatte.data.composition1k import Composition1kDataset
-from diffmatte.data.dim import DIMDataset, build_train_loader
+from diffmatte.data.dim import DIMDataset
+from diffmatte.data.loader import build_train_loader
 
 dataloader = dict(
     train=L(build_train_loader)(

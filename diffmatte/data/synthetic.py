@@ -13,8 +13,8 @@ independent transparent sheets, so on the fine grid the transmittance is
 ``alpha(p) = 1 - mean_{fine pixels of p}(T) * prod_j (1 - s_j(p))``, which is exact for this
 model (an area average, i.e. anti-aliasing by supersampling). Foreground colours are smooth
 random textures blended layer by layer with the "over" operator on the output grid; the
-composite ``I = F alpha + B (1 - alpha)`` of :func:`diffmatte.data.dim.composite` is then exact by
-definition, as in DIM (Xu et al., CVPR 2017).
+composite ``I = F alpha + B (1 - alpha)`` of :func:`diffmatte.data.augmentations.composite` is
+then exact by definition, as in DIM (Xu et al., CVPR 2017).
 
 Everything is driven by ``numpy.random.default_rng`` seeds; sample ``i`` of a set with seed ``s``
 uses the seed ``[s, i]`` and does not depend on how many samples are generated.
@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from diffmatte.data.dim import composite, dilated_trimap
+from diffmatte.data.augmentations import composite, dilated_trimap
 from diffmatte.data.sources import bundled_backgrounds
 from diffmatte.utils.image_io import alpha_to_uint8, read_image, write_png_atomic
 
@@ -402,7 +402,7 @@ def generate_sample(
         backgrounds: image files to draw the background from; default the bundled ones
             (:func:`diffmatte.data.sources.bundled_backgrounds`).
         trimap_radius: inclusive range of the dilation radius of the trimap
-            (:func:`diffmatte.data.dim.dilated_trimap`, applied to the 8-bit alpha).
+            (:func:`diffmatte.data.augmentations.dilated_trimap`, applied to the 8-bit alpha).
         supersample: fine-grid factor (see :func:`generate_foreground`).
 
     Returns:

@@ -15,9 +15,10 @@ dataset. Its rules, reproduced here:
 Here the background order is a seeded permutation (repeated when there are fewer backgrounds
 than composites), ``bg_fit="cover"`` optionally scales every background to cover the
 foreground and centre-crops it (useful for large photographs), and the trimaps, which the
-benchmark ships ready-made, are computed with :func:`diffmatte.data.dim.dilated_trimap`: the
-alpha's transition band dilated by an elliptical kernel of size ``2 r + 1``, with ``r`` drawn
-once per foreground, uniformly from ``trimap_radius`` (inclusive).
+benchmark ships ready-made, are computed with
+:func:`diffmatte.data.augmentations.dilated_trimap`: the alpha's transition band dilated by an
+elliptical kernel of size ``2 r + 1``, with ``r`` drawn once per foreground, uniformly from
+``trimap_radius`` (inclusive).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from diffmatte.data.augmentations import dilated_trimap
 from diffmatte.data.composition1k import COMPOSITION1K_LAYOUT, DatasetError
-from diffmatte.data.dim import _as_float_image, dilated_trimap, load_foreground
+from diffmatte.data.dim import _as_float_image
+from diffmatte.data.foreground import load_foreground
 from diffmatte.data.sources import ForegroundFiles, find_foregrounds, list_images
 from diffmatte.utils.fileio import atomic_write_text
 from diffmatte.utils.image_io import alpha_to_uint8, read_image, write_png_atomic

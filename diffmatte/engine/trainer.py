@@ -12,7 +12,7 @@ and the self-aligned training mode switched by iteration:
   is configured below the second (no released config does).
 
 Resuming is exact: the data of iteration ``k`` is a pure function of (seed, k, rank)
-(:func:`diffmatte.data.dim.build_train_loader`), and the checkpoint restores model, optimizer,
+(:func:`diffmatte.data.loader.build_train_loader`), and the checkpoint restores model, optimizer,
 scheduler, gradient scaler, iteration and the RNG states of every process.
 """
 

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffmatte.data.dim import DIMDataset, build_train_loader, estimate_foreground
+from diffmatte.data.dim import DIMDataset
+from diffmatte.data.foreground import estimate_foreground
+from diffmatte.data.loader import build_train_loader
 from diffmatte.engine.hooks import IterationTimer, PeriodicWriter
 from diffmatte.engine.trainer import EventStorage, Trainer, self_align_mode
 from diffmatte.modeling.criterion import MattingCriterion
