@@ -207,7 +207,7 @@ def test_checkpoint_filter_widens_first_conv_without_changing_rgb_response():
         | {"module.fc.weight": torch.zeros(10, 512)},
     }
     target = ResNetEncoder(in_chans=6, layers=(1, 1, 1, 1)).eval()
-    converted = checkpoint_filter_fn(checkpoint, in_chans=6, model=target)
+    converted = checkpoint_filter_fn(checkpoint, target)
     assert "fc.weight" not in converted and "conv1.module.weight_bar" in converted
     assert converted["conv1.module.weight_bar"].shape == (32, 6, 3, 3)
     assert converted["conv1.module.weight_v"].shape == (54,)

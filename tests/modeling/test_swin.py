@@ -299,9 +299,7 @@ def test_checkpoint_filter_extends_imagenet_swin(swin):
     imagenet["head.weight"] = torch.zeros(1000, 768)
     checkpoint = {"model": imagenet}
 
-    converted = checkpoint_filter_fn(
-        checkpoint, in_chans=6, generator=torch.Generator().manual_seed(0)
-    )
+    converted = checkpoint_filter_fn(checkpoint, swin, generator=torch.Generator().manual_seed(0))
     fresh = PriorSwinTransformer()
     fresh.load_state_dict(converted, strict=True)
     assert set(converted) == set(swin.state_dict())
@@ -317,8 +315,8 @@ def test_checkpoint_filter_extends_imagenet_swin(swin):
         if key.endswith("relative_position_index"):
             assert torch.equal(converted[key], value), key
     # Deterministic given the generator, and idempotent on already converted weights.
-    again = checkpoint_filter_fn(checkpoint, generator=torch.Generator().manual_seed(0))
+    again = checkpoint_filter_fn(checkpoint, swin, generator=torch.Generator().manual_seed(0))
     assert all(torch.equal(again[k], converted[k]) for k in converted)
-    twice = checkpoint_filter_fn(converted, generator=torch.Generator().manual_seed(1))
+    twice = checkpoint_filter_fn(converted, swin, generator=torch.Generator().manual_seed(1))
     assert all(torch.equal(twice[k], converted[k]) for k in converted)
     assert imagenet["patch_embed.proj.weight"].shape == (96, 3, 4, 4)

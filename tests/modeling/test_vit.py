@@ -11,10 +11,10 @@ from diffmatte.modeling.backbone.vit import (
     Block,
     ChannelLayerNorm,
     attention_reference,
+    checkpoint_filter_fn,
     get_rel_pos,
     rel_pos_attention,
     resize_abs_pos_embed,
-    vit_checkpoint_filter,
     window_partition,
     window_unpartition,
 )
@@ -325,7 +325,8 @@ def test_checkpoint_filter_widens_patch_embed_and_drops_extras():
         "norm.weight": torch.ones(8),
         "head.weight": torch.ones(2, 8),
     }
-    out = vit_checkpoint_filter({"model": dino}, in_chans=4)
+    model = ViT(embed_dim=8, num_heads=2, depth=1, img_size=64, residual_block_indexes=())
+    out = checkpoint_filter_fn({"model": dino}, model)
     assert sorted(out) == [
         "blocks.0.attn.qkv.weight",
         "patch_embed.proj.bias",
@@ -336,7 +337,6 @@ def test_checkpoint_filter_widens_patch_embed_and_drops_extras():
     assert weight.shape == (8, 4, 16, 16)
     torch.testing.assert_close(weight[:, :3], dino["patch_embed.proj.weight"])
     assert weight[:, 3].abs().sum() == 0
-    model = ViT(embed_dim=8, num_heads=2, depth=1, img_size=64, residual_block_indexes=())
     missing, unexpected = model.load_state_dict(out, strict=False)
     assert unexpected == []
     assert "blocks.0.attn.rel_pos_h" in missing

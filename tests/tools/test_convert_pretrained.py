@@ -1,12 +1,16 @@
-"""Tests for tools/convert_pretrained.py on checkpoints with the original files' layouts.
+"""Tests for pretrained-backbone conversion on checkpoints with the original files' layouts.
 
 The pretrained files themselves cannot be downloaded here; their layouts are rebuilt from timm
 models created with ``pretrained=False`` (DINO / MAE ViT, Microsoft Swin) and, for GCA-Matting's
-ResNet-34-D, from the encoder itself with GCA's DataParallel prefix and classifier head.
+ResNet-34-D, from the encoder itself with GCA's DataParallel prefix and classifier head. The
+conversion runs through the library, as ``tools/convert_pretrained.py`` wires it; the command
+line itself is run as a process (its success path and its fault matrix).
 """
 
-import importlib.util
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,19 +18,23 @@ import timm
 import torch
 
 from diffmatte.config import LazyConfig, instantiate
-from diffmatte.engine.checkpoint import load_checkpoint
+from diffmatte.engine.checkpoint import load_checkpoint, read_checkpoint
+from diffmatte.engine.pretrained import convert_pretrained, detect_format, unwrap_state_dict
 from diffmatte.modeling.backbone.resnet import ResNetEncoder
 
 REPO = Path(__file__).resolve().parents[2]
+TOOL = REPO / "tools" / "convert_pretrained.py"
+TINY_VIT = REPO / "tests" / "configs" / "tiny_vit.py"
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "convert_pretrained", REPO / "tools/convert_pretrained.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _convert(source: Path, output: Path) -> str:
+    """Converts ``source`` for its default config as the tool does; returns the config name."""
+    state = unwrap_state_dict(read_checkpoint(source), source)
+    fmt = detect_format(state, source)
+    config = fmt.default_config(state)
+    weights, _ = convert_pretrained(state, fmt, _backbone(config))
+    torch.save(weights, output)
+    return config
 
 
 def _backbone(config: str):
@@ -44,13 +52,12 @@ def _timm_state(name: str) -> dict[str, torch.Tensor]:
     return timm.create_model(name, pretrained=False).state_dict()
 
 
-def test_dino_vit_small(tmp_path, capsys):
+def test_dino_vit_small(tmp_path):
     source = _timm_state("vit_small_patch16_224")
     # DINO's file: a raw state dict with class token and final norm, without classifier head.
     dino = {k: v for k, v in source.items() if not k.startswith("head.")}
     torch.save(dino, tmp_path / "dino.pth")
-    assert _tool().main([str(tmp_path / "dino.pth"), str(tmp_path / "vits_init.pth")]) == 0
-    assert "ViTS" in capsys.readouterr().out
+    assert _convert(tmp_path / "dino.pth", tmp_path / "vits_init.pth") == "ViTS"
 
     converted = _converted(tmp_path / "vits_init.pth")
     assert "cls_token" not in converted and "norm.weight" not in converted
@@ -79,7 +86,7 @@ def test_mae_vit_base(tmp_path):
     source = _timm_state("vit_base_patch16_224")
     mae = {"model": {k: v for k, v in source.items() if not k.startswith("head.")}}
     torch.save(mae, tmp_path / "mae.pth")
-    assert _tool().main([str(tmp_path / "mae.pth"), str(tmp_path / "vitb_init.pth")]) == 0
+    assert _convert(tmp_path / "mae.pth", tmp_path / "vitb_init.pth") == "ViTB"
     converted = _converted(tmp_path / "vitb_init.pth")
     assert converted["patch_embed.proj.weight"].shape == (768, 4, 16, 16)
     result = _backbone("ViTB").load_state_dict(converted, strict=False)
@@ -99,7 +106,7 @@ def _gca_layout(seed: int = 0) -> tuple[ResNetEncoder, dict]:
 def test_gca_resnet34(tmp_path):
     encoder, checkpoint = _gca_layout()
     torch.save(checkpoint, tmp_path / "gca.pth")
-    assert _tool().main([str(tmp_path / "gca.pth"), str(tmp_path / "res34_init.pth")]) == 0
+    assert _convert(tmp_path / "gca.pth", tmp_path / "res34_init.pth") == "res34"
     converted = _converted(tmp_path / "res34_init.pth")
     assert "fc.weight" not in converted
     bar = converted["conv1.module.weight_bar"]
@@ -145,7 +152,7 @@ def test_swin_tiny(tmp_path):
     checkpoint = _microsoft_swin_layout()
     source = checkpoint["model"]
     torch.save(checkpoint, tmp_path / "swin.pth")
-    assert _tool().main([str(tmp_path / "swin.pth"), str(tmp_path / "swin_init.pth")]) == 0
+    assert _convert(tmp_path / "swin.pth", tmp_path / "swin_init.pth") == "swin_t"
     converted = _converted(tmp_path / "swin_init.pth")
     assert not any("attn_mask" in k or k.startswith(("head.", "norm.")) for k in converted)
     embed = converted["patch_embed.proj.weight"]
@@ -170,9 +177,84 @@ def test_swin_tiny(tmp_path):
     )
 
 
-def test_bad_input_is_one_line(tmp_path, capsys):
-    torch.save({"something": torch.zeros(3)}, tmp_path / "other.pth")
-    assert _tool().main([str(tmp_path / "other.pth"), str(tmp_path / "out.pth")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "\n" not in err and "pass --kind" in err
-    assert not (tmp_path / "out.pth").exists()
+def _run(*args: object) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, str(TOOL), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_vit_pretraining(tmp_path_factory) -> Path:
+    """A plain-ViT pre-training file (class token, final norm, 3-channel patches) for tiny_vit."""
+    torch.manual_seed(0)
+    backbone = instantiate(LazyConfig.load(str(TINY_VIT)).model.backbone)
+    state = {
+        k: v
+        for k, v in backbone.state_dict().items()
+        if not re.search(r"rel_pos_[hw]|residual\.", k)
+    }
+    state["patch_embed.proj.weight"] = state["patch_embed.proj.weight"][:, :3].clone()
+    state["cls_token"] = torch.zeros(1, 1, 32)
+    state["norm.weight"] = torch.ones(32)
+    path = tmp_path_factory.mktemp("pretrained") / "tiny_dino.pth"
+    torch.save({"model": state}, path)
+    return path
+
+
+def test_command_line_writes_prefixed_weights(tiny_vit_pretraining, tmp_path):
+    output = tmp_path / "out" / "init.pth"
+    result = _run(tiny_vit_pretraining, output, "--config", TINY_VIT)
+    assert result.returncode == 0, result.stderr
+    assert "(vit)" in result.stdout and "4 input channels" in result.stdout
+    state = torch.load(output, weights_only=True)
+    assert state["model.backbone.patch_embed.proj.weight"].shape == (32, 4, 16, 16)
+    assert not any("cls_token" in k or k.startswith("model.backbone.norm.") for k in state)
+
+
+def _fault_cases(tmp_path: Path, pretraining: Path) -> dict[str, tuple[list, str]]:
+    """Case name -> (arguments after the input, expected text of the error line)."""
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"this is not a PyTorch file" * 10)
+    other = tmp_path / "other.pth"
+    torch.save({"something": torch.zeros(3)}, other)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a regular file, not a folder")
+    out = tmp_path / "out.pth"
+    return {
+        "missing file": ([tmp_path / "missing.pth", out], "file not found"),
+        "unreadable file": ([garbage, out], "cannot be read as a PyTorch weights file"),
+        "unknown family": ([other, out], "pass --kind"),
+        "no released config for the width": ([pretraining, out], "pass --config"),
+        "forced kind of another family": (
+            [pretraining, out, "--kind", "resnet"],
+            "converted resnet weights do not fit the backbone",
+        ),
+        "config of another family": (
+            [pretraining, out, "--config", "res34"],
+            "needs a ViT backbone, the config has ResNetEncoder",
+        ),
+        "output folder not writable": (
+            [pretraining, blocker / "sub" / "init.pth", "--config", TINY_VIT],
+            "cannot write",
+        ),
+    }
+
+
+def test_fault_matrix(tiny_vit_pretraining, tmp_path):
+    """Every bad input: exit 2, exactly one ``error:`` line, no traceback, nothing written."""
+    cases = _fault_cases(tmp_path, tiny_vit_pretraining)
+    before = sorted(tmp_path.rglob("*"))
+    for name, (args, expected) in cases.items():
+        result = _run(*args)
+        assert result.returncode == 2, (name, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, result.stderr)
+        assert expected in lines[0], (name, lines[0])
+        assert "Traceback" not in result.stderr
+        assert sorted(tmp_path.rglob("*")) == before, name  # no output, no temporary file

@@ -285,24 +285,27 @@ class ResNetEncoder(nn.Module):
 
 def checkpoint_filter_fn(
     state_dict: Mapping[str, Tensor],
-    in_chans: int = 6,
-    model: ResNetEncoder | None = None,
+    model: nn.Module,
+    generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """Turn GCA-Matting's ImageNet ResNet-34-D checkpoint into ``ResNetEncoder`` weights.
 
     Strips a ``module.`` (DataParallel) prefix, unwraps a top-level ``state_dict`` entry, casts
-    floating tensors to float32 and widens the first convolution from 3 to ``in_chans`` input
+    floating tensors to float32 and widens the first convolution from 3 to the model's input
     channels with zeros (both ``weight_bar`` and the matching entries of ``weight_v``), which
-    leaves sigma and the RGB response unchanged. Does not modify its input.
+    leaves sigma and the RGB response unchanged. Keys the model does not have (e.g. a classifier
+    head) are dropped and logged. Does not modify its input.
 
     Args:
         state_dict: the checkpoint's state dict (or the checkpoint dict holding ``state_dict``).
-        in_chans: input channels of the target encoder.
-        model: when given, keys it does not have (e.g. a classifier head) are dropped and logged.
+        model: the target :class:`ResNetEncoder`.
+        generator: unused (nothing is drawn at random); part of the signature shared by every
+            backbone's filter.
 
     Returns:
         Backbone-relative state dict (no ``model.backbone.`` prefix; the converter adds it).
     """
+    in_chans = model.in_chans
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]
     out: dict[str, Tensor] = {}
@@ -325,10 +328,8 @@ def checkpoint_filter_fn(
                 v[:old_in] = out[v_key].reshape(old_in, kh, kw)
                 out[v_key] = v.reshape(-1)
 
-    if model is not None:
-        wanted = model.state_dict()
-        dropped = [k for k in out if k not in wanted]
-        if dropped:
-            logger.info("dropping %d keys the encoder does not have: %s", len(dropped), dropped)
-        out = {k: v for k, v in out.items() if k in wanted}
-    return out
+    wanted = model.state_dict()
+    dropped = [k for k in out if k not in wanted]
+    if dropped:
+        logger.info("dropping %d keys the encoder does not have: %s", len(dropped), dropped)
+    return {k: v for k, v in out.items() if k in wanted}

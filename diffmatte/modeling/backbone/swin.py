@@ -587,27 +587,29 @@ _TABLE_KEY = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position
 
 def checkpoint_filter_fn(
     state_dict: Mapping[str, Tensor],
-    in_chans: int = 6,
+    model: nn.Module,
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """Turn an ImageNet Swin checkpoint (e.g. ``swin_tiny_patch4_window7_224.pth``) into
     ``PriorSwinTransformer`` weights.
 
     Keeps ``patch_embed.*`` and ``layers.*`` (dropping ``attn_mask`` buffers, the final norm and
-    the head); re-draws the patch-embedding kernel Xavier-normal for ``in_chans`` channels and
-    copies the pretrained RGB channels into it; extends every relative-position-bias table of
+    the head); re-draws the patch-embedding kernel Xavier-normal for the model's input channels
+    and copies the pretrained RGB channels into it; extends every relative-position-bias table of
     block i by 3(i + 1) Xavier-normal rows (the table is drawn whole, then the pretrained rows
     are copied) and sets the matching prior index. Tables that already have the extended size
     are kept. Does not modify its input.
 
     Args:
         state_dict: the checkpoint's state dict (or the checkpoint dict holding ``model``).
-        in_chans: input channels of the target backbone.
+        model: the target :class:`PriorSwinTransformer` (its patch projection gives the input
+            channels).
         generator: random source of the new entries.
 
     Returns:
         Backbone-relative state dict (no ``model.backbone.`` prefix; the converter adds it).
     """
+    in_chans = model.patch_embed.proj.in_channels
     if "model" in state_dict and isinstance(state_dict["model"], Mapping):
         state_dict = state_dict["model"]
     out: dict[str, Tensor] = {}

@@ -37,7 +37,7 @@ __all__ = [
     "get_rel_pos",
     "rel_pos_attention",
     "resize_abs_pos_embed",
-    "vit_checkpoint_filter",
+    "checkpoint_filter_fn",
     "window_partition",
     "window_unpartition",
 ]
@@ -571,21 +571,28 @@ class ViT(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-def vit_checkpoint_filter(state_dict: Mapping[str, Tensor], in_chans: int = 4) -> dict[str, Tensor]:
+def checkpoint_filter_fn(
+    state_dict: Mapping[str, Tensor],
+    model: nn.Module,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
     """Maps a plain-ViT pre-training checkpoint (DINO, MAE) onto :class:`ViT` parameter names.
 
     Keeps ``pos_embed``, ``patch_embed.*`` and ``blocks.*``; drops the class token, final norms,
-    heads and anything else. The patch projection is widened to ``in_chans`` inputs with zeros for
-    the extra (trimap) channels. Relative position tables and residual conv blocks are not in such
-    checkpoints and keep their initialisation (load with ``strict=False``).
+    heads and anything else. The patch projection is widened to the model's input channels with
+    zeros for the extra (trimap) channels. Relative position tables and residual conv blocks are
+    not in such checkpoints and keep their initialisation (load with ``strict=False``).
 
     Args:
         state_dict: the checkpoint's tensors; a ``{"model": ...}`` wrapper is unwrapped.
-        in_chans: input channels of the target ViT.
+        model: the target :class:`ViT` (its patch projection gives the input channels).
+        generator: unused (nothing is drawn at random); part of the signature shared by every
+            backbone's filter.
 
     Returns:
         A new dict with backbone-level keys (no ``model.backbone.`` prefix).
     """
+    in_chans = model.patch_embed.proj.in_channels
     if "model" in state_dict and isinstance(state_dict["model"], Mapping):
         state_dict = state_dict["model"]
     out: dict[str, Tensor] = {}
