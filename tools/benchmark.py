@@ -12,7 +12,7 @@ with random weights (speed does not depend on the values) and reports:
   everything the process ever held: interpreter, libraries, weights, inputs);
 - FLOPs counted by fvcore, which counts one multiply-add as one "flop", i.e. **MACs**: the
   backbone (once per image), one full decoder step (``DUNet.forward``, comparable to the figures
-  of TRAINING_RECIPE.md §8) and the work executed per image by the fast path (backbone,
+  of docs/original_release.md#compute) and the work executed per image by the fast path (backbone,
   ``DUNet.prepare`` once, ``DUNet.forward_cached`` per step; attention counted as
   ``L_q * L_k * (d_qk + d_v)`` MACs per head);
 - the achieved float32 rate (2 FLOPs per executed MAC / latency) as a fraction of the machine's

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train (or evaluate) a DiffMatte model from a LazyConfig file.
 
-The flow of the original ``main.py`` (detectron2's lazyconfig_train_net, TRAINING_RECIPE.md §2):
+The flow of the original ``main.py`` (lazyconfig_train_net, docs/original_release.md#trainer):
 load the config, apply ``key=value`` overrides, build model, optimizer, LR schedule and data,
 optionally wrap in DistributedDataParallel, register hooks and train.
 

@@ -5,7 +5,7 @@ uniform time intervals). Noising follows Chen, "On the Importance of Noise Sched
 Diffusion Models", arXiv:2301.10972: ``x_t = alpha(t) x0 + sigma(t) eps`` with
 ``alpha = scale * sqrt(gamma(t))``, ``sigma = sqrt(1 - gamma(t))`` and, when ``scale < 1``, the
 network input divided by its own standard deviation. Exact procedure of the original release:
-TRAINING_RECIPE.md §3 and ORIGINAL_BEHAVIOUR.md §4.
+docs/original_release.md#self-aligned-training and docs/original_release.md#sampling.
 
 The object holds no tensors and no state; every random draw takes an explicit generator.
 """

@@ -4,7 +4,7 @@ Facts: Song et al., "Denoising Diffusion Implicit Models", arXiv:2010.02502 (det
 update, eta = 0); Kingma et al., "Variational Diffusion Models", arXiv:2107.00630 (ancestral
 posterior in log-SNR form, ``c = -expm1(lambda_s - lambda_t)``); Hu et al., "Diffusion for
 Natural Image Matting", ECCV 2024 (x0-predicting decoder, variance-normalised network input).
-Exact procedure of the original release: ORIGINAL_BEHAVIOUR.md §4.
+Exact procedure of the original release: docs/original_release.md#sampling.
 
 Samplers never see networks or images: the caller passes ``denoise_fn(x_t_normalised, t) -> x0``.
 The state ``z`` stays float32 at the resolution of the initial noise.

@@ -1,6 +1,6 @@
 """Strict loading and saving of model weights, with a readable key report.
 
-Released DiffMatte checkpoints (Hu et al., ECCV 2024; ORIGINAL_BEHAVIOUR.md §0) are state dicts
+Released DiffMatte checkpoints (docs/original_release.md#checkpoints) are state dicts
 of the original wrapper: every key starts with ``model.`` then ``backbone.`` or ``decoder.``,
 sometimes inside a ``{"model": ...}`` dict and with ``module.`` prefixes from distributed
 training. The original loads them non-strictly, so a file of another config silently keeps

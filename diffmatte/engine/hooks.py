@@ -1,7 +1,7 @@
 """Training hooks: timing, metric writers, checkpoints, validation with best-model tracking.
 
 Same roles as detectron2's ``IterationTimer``, ``PeriodicWriter``, ``PeriodicCheckpointer`` and
-``EvalHook`` (the original DiffMatte trainer registered those, TRAINING_RECIPE.md §2), written for
+``EvalHook`` (the original trainer registered those, docs/original_release.md#trainer), written for
 this project's :class:`~diffmatte.engine.trainer.Trainer`. Validation runs the model's sampler on
 a Composition-1k-style folder and scores it with the project's
 :class:`~diffmatte.evaluation.evaluator.MattingEvaluator` (SAD, MSE, Grad, Conn).

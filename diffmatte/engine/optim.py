@@ -1,6 +1,6 @@
 """Optimizer parameter groups and learning-rate schedules for training.
 
-Facts (TRAINING_RECIPE.md §5, §6): AdamW as in detectron2's model-zoo ``configs/common/optim.py``
+Facts (docs/original_release.md#optimizer): AdamW as in detectron2's ``configs/common/optim.py``
 (betas 0.9/0.999, weight decay 0.1, no decay on normalisation layers), DiffMatte adds no decay on
 ``pos_embed``. Its ViT layer-wise lr decay (0.65 over 12 layers, the ViTMatte rule) never fired in
 the original because the optimizer was built on a wrapper whose parameter names start with

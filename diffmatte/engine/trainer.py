@@ -1,6 +1,6 @@
 """Iteration-based, hook-driven training loop for DiffMatte.
 
-The loop reproduces the original trainer (TRAINING_RECIPE.md §2; a detectron2 ``AMPTrainer``
+The loop reproduces the original trainer (docs/original_release.md#trainer; an ``AMPTrainer``
 subclass there): an endless data stream, forward and loss under autocast (CUDA fp16 with a
 ``GradScaler`` by default, bf16 or fp32 selectable; the CPU always trains in fp32), total loss =
 unweighted sum of the criterion's terms, the learning-rate scheduler stepped once per iteration,

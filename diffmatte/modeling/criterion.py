@@ -1,7 +1,7 @@
 """Matting losses of DiffMatte training.
 
 Paper: Hu et al., "Diffusion for Natural Image Matting", ECCV 2024. Facts from the original
-release's ``DiffusionMattingCriterion`` (TRAINING_RECIPE.md §4, ORIGINAL_BEHAVIOUR.md §5) and the
+release's ``DiffusionMattingCriterion`` (docs/original_release.md#losses) and the
 Laplacian loss it shares with ViTMatte (Yao et al. 2023): every term is computed on the decoder's
 prediction x̂0 in [-1, 1] against x0 = 2·alpha - 1, the unknown region is ``trimap == 0.5``, all
 weights are 1 and the trainer sums the terms.

@@ -1,7 +1,7 @@
 """DiffMatte: the matting model wrapper (preprocess, iterative sampling, postprocess, training).
 
 Paper: Hu et al., "Diffusion for Natural Image Matting", ECCV 2024 (arXiv:2312.05915). Exact
-behaviour of the original release: ORIGINAL_BEHAVIOUR.md §1, §4, §7 and TRAINING_RECIPE.md §3.
+behaviour of the original release: docs/original_release.md (#preprocessing, #sampling, #quirks).
 
 Per image, everything that does not depend on the step is computed once: ImageNet
 normalisation, trimap encodings, padding (with the original's quirk, see
@@ -420,7 +420,7 @@ class DiffMatte(nn.Module):
         self_align: str = "none",
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """Training losses of one batch (x0 prediction, TRAINING_RECIPE.md §3).
+        """Training losses of one batch (docs/original_release.md#self-aligned-training).
 
         With target ``x0 = 2 alpha - 1`` and one ``eps ~ N(0, I)`` per sample (drawn first):
 

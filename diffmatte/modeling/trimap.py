@@ -1,7 +1,7 @@
 """Trimap conversions, backbone / decoder input encodings and padding, as pure tensor functions.
 
 Paper: Hu et al., "Diffusion for Natural Image Matting", ECCV 2024. Exact behaviour of the
-original release (ORIGINAL_BEHAVIOUR.md §1, §7): trimaps are {0, 0.5, 1} (background, unknown,
+original release (docs/original_release.md#preprocessing): trimaps are {0, 0.5, 1} (bg, unknown,
 foreground); the one-hot encoding is that of ``2 t`` with channels (bg, unknown, fg); the decoder
 condition is ``2 [x_norm, onehot] - 1`` applied to the already ImageNet-normalised image; padding
 is bottom/right with zeros, to ``H + d - H mod d`` and ``W + d - W mod d`` as soon as ONE side is

@@ -1,6 +1,6 @@
 """Seed, capture and restore the global random number generators.
 
-Exact resumption of training (TRAINING_RECIPE.md §2) needs the states of every global RNG a run
+Exact resumption (docs/original_release.md#trainer) needs the states of every global RNG a run
 draws from: Python's ``random``, NumPy's legacy global generator and torch's CPU and CUDA
 generators. The states are stored as plain tensors and numbers so that a checkpoint holding them
 loads with ``torch.load(weights_only=True)``.

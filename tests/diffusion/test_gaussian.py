@@ -68,6 +68,6 @@ def test_self_align_times_draw_interval_then_fraction():
     assert torch.equal(t, fraction * (1 - interval))
     assert torch.equal(t_prime, t + interval)
     assert torch.all(t <= t_prime) and torch.all(t_prime <= 1 + 1e-6)
-    # Implied means (TRAINING_RECIPE.md §3): E[t] = 1/4, E[t'] = 3/4.
+    # Implied means (docs/original_release.md#self-aligned-training): E[t] = 1/4, E[t'] = 3/4.
     assert t.mean().item() == pytest.approx(0.25, abs=0.03)
     assert t_prime.mean().item() == pytest.approx(0.75, abs=0.03)

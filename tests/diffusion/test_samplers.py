@@ -40,7 +40,7 @@ def _normalize(z: np.ndarray) -> np.ndarray:
 
 
 def _reference(method, steps, noise, denoiser, step_noises=None):
-    """The update rules of ORIGINAL_BEHAVIOUR.md §4, written out in float64."""
+    """The update rules of docs/original_release.md#sampling, written out in float64."""
     z = noise.numpy().astype(np.float64)
 
     def coeffs(t):

@@ -8,7 +8,7 @@ import torch
 from diffmatte.modeling.decoder import DUNet, timestep_embedding
 from diffmatte.modeling.decoder.dunet import BasicDownBlock, BasicUpBlock
 
-# Channel lists of the released configs (ORIGINAL_BEHAVIOUR.md §0).
+# Channel lists of the released configs (docs/original_release.md#checkpoints).
 CONFIGS = {
     "ViTS": ((7, 32, 64, 128), (384, 256, 128, 64, 32)),
     "ViTB": ((7, 32, 64, 128), (768, 256, 128, 64, 32)),

@@ -24,7 +24,7 @@ CONFIGS = {
     "ViTB": dict(embed_dim=768, num_heads=12, img_size=512),
     "ViTS_1024": dict(embed_dim=384, num_heads=6, img_size=1024),
 }
-# Backbone parameter counts of the released configs (ORIGINAL_BEHAVIOUR.md §0).
+# Backbone parameter counts of the released configs (docs/original_release.md#checkpoints).
 BACKBONE_PARAMS = {"ViTS": 23_745_792, "ViTB": 93_732_864, "ViTS_1024": 23_778_560}
 PREFIX = "model.backbone."
 
