@@ -14,6 +14,7 @@ import torch
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.predictor import predict_alpha, predict_alphas
 from diffmatte.inference import InferenceOptions, Predictor, build_inference_model
+from diffmatte.modeling.diffmatte import DiffMatte
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,6 +69,29 @@ def test_every_option_equals_reference(model, make_inputs, changes):
         assert inference.backbone is model.backbone and inference.decoder is None
     if changes == {"cached_decoder": False}:
         assert inference.decoder is None
+
+
+class _OtherDecoder(torch.nn.Module):
+    """A decoder without a cached form (not a DUNet)."""
+
+    def __init__(self, dunet: torch.nn.Module) -> None:
+        super().__init__()
+        self.dunet = dunet
+
+    def forward(self, x, t, features):
+        return self.dunet(x, t, features)
+
+
+def test_decoder_without_cached_form_runs_at_every_step(model, make_inputs):
+    other = DiffMatte(model.backbone, _OtherDecoder(model.decoder), model.diffusion, model.sampler)
+    inference = build_inference_model(other.eval())
+    assert inference.decoder is None and inference.backbone is not other.backbone
+    image, trimap, noise = make_inputs(1, 37, 50)
+    sampler = Sampler.from_strategy("ddim2")
+    alpha = inference.sample(image, trimap, sampler, noise=noise).alpha
+    torch.testing.assert_close(
+        alpha, model.sample(image, trimap, sampler, noise=noise).alpha, atol=1e-4, rtol=0
+    )
 
 
 def test_trained_model_is_untouched_and_parameters_are_shared(make_model, make_inputs):
