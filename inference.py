@@ -49,7 +49,7 @@ from diffmatte.engine.predictor import (
     resolve_device,
     trimap_to_model,
 )
-from diffmatte.modeling.diffmatte import autocast_dtype
+from diffmatte.inference import InferenceOptions, build_inference_model
 from diffmatte.utils.distributed import get_rank, get_world_size, shard
 from diffmatte.utils.image_io import ImageReadError, alpha_to_uint8, write_png_atomic
 
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         sampler = Sampler.from_strategy(args.sample_strategy)
         rank, world_size = get_rank(), get_world_size()
         device = resolve_device(args.device)
-        autocast_dtype(args.precision, device)
+        InferenceOptions(precision=args.precision).check_device(device)
         apply_heap_reuse(args, device)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -257,7 +257,10 @@ def run(args: argparse.Namespace) -> int:
         except (ConfigError, CheckpointError) as err:
             _error(" ".join(str(err).split()))
             return EXIT_UNUSABLE
-        model.set_inference_options(args.precision, args.compile, args.cuda_graph)
+        options = InferenceOptions(
+            precision=args.precision, compile=args.compile, cuda_graph=args.cuda_graph
+        )
+        model = build_inference_model(model, options)
         if args.batch_size > 1 and batchable(model, sampler):
             desc = f"{prefix}{args.sample_strategy}"
             with tqdm(total=len(todo), desc=desc, unit="img", position=rank) as progress:

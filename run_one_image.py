@@ -41,7 +41,7 @@ from diffmatte.engine.predictor import (
     resolve_device,
     trimap_to_model,
 )
-from diffmatte.modeling.diffmatte import autocast_dtype
+from diffmatte.inference import InferenceOptions, build_inference_model
 from diffmatte.utils.image_io import (
     ImageReadError,
     alpha_to_uint8,
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         sampler = Sampler.from_strategy(args.sample_strategy)
         device = resolve_device(args.device)
-        autocast_dtype(args.precision, device)
+        InferenceOptions(precision=args.precision).check_device(device)
         apply_heap_reuse(args, device)
         image = read_image(args.image)
         gray = to_uint8(read_gray(args.trimap))
@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError) as err:
         _report(" ".join(str(err).split()))
         return EXIT_FAILED
-    model.set_inference_options(args.precision, args.compile)
+    options = InferenceOptions(precision=args.precision, compile=args.compile)
+    model = build_inference_model(model, options)
 
     want_trajectory = args.output_trajectory is not None
     prediction = predict_alpha(

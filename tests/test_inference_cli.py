@@ -14,6 +14,7 @@ import torch
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import load_checkpoint, save_model_weights
 from diffmatte.engine.predictor import build_model, predict_alpha, trimap_to_model
+from diffmatte.inference import InferenceModel, build_inference_model
 from diffmatte.utils.image_io import read_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -78,10 +79,11 @@ def _read_u8(path: Path) -> np.ndarray:
     return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
 
 
-def _loaded(weights: Path) -> torch.nn.Module:
+def _loaded(weights: Path) -> InferenceModel:
+    """What the scripts run: the loaded model in its inference form (default options)."""
     model = build_model(TINY_CONFIG)
     load_checkpoint(model, weights)
-    return model
+    return build_inference_model(model)
 
 
 def test_inference_writes_skips_and_overwrites(capsys, weights, dataset, tmp_path):

@@ -13,7 +13,7 @@ with random weights (speed does not depend on the values) and reports:
 - FLOPs counted by fvcore, which counts one multiply-add as one "flop", i.e. **MACs**: the
   backbone (once per image), one full decoder step (``DUNet.forward``, comparable to the figures
   of docs/original_release.md#compute) and the work executed per image by the fast path (backbone,
-  ``DUNet.prepare`` once, ``DUNet.forward_cached`` per step; attention counted as
+  ``CachedDUNet.prepare`` once, ``CachedDUNet.step`` per step; attention counted as
   ``L_q * L_k * (d_qk + d_v)`` MACs per head);
 - the achieved float32 rate (2 FLOPs per executed MAC / latency) as a fraction of the machine's
   float32 matmul peak, measured in the same run with a large ``torch.mm``.
@@ -49,7 +49,10 @@ from diffmatte.engine.cli import (
     apply_heap_reuse,
 )
 from diffmatte.engine.predictor import build_model, resolve_config_file, resolve_device
-from diffmatte.modeling.diffmatte import PRECISIONS, autocast_dtype
+from diffmatte.inference import InferenceOptions, build_inference_model
+from diffmatte.inference.cached_decoder import CachedDUNet
+from diffmatte.inference.options import PRECISIONS
+from diffmatte.modeling.decoder import DUNet
 from diffmatte.modeling.trimap import (
     backbone_input,
     decoder_condition,
@@ -92,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reference",
         action="store_true",
-        help="time the straightforward path (sample(fast=False)) instead of the fast one",
+        help="time the straightforward path (DiffMatte.sample) instead of the fast one",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the decoder step")
     parser.add_argument(
@@ -188,7 +191,7 @@ def _count(module: nn.Module, inputs: tuple) -> float:
 
 
 class _Prepare(nn.Module):
-    def __init__(self, decoder: nn.Module) -> None:
+    def __init__(self, decoder: CachedDUNet) -> None:
         super().__init__()
         self.decoder = decoder
 
@@ -198,13 +201,13 @@ class _Prepare(nn.Module):
 
 
 class _CachedStep(nn.Module):
-    def __init__(self, decoder: nn.Module, cache: object) -> None:
+    def __init__(self, decoder: CachedDUNet, cache: object) -> None:
         super().__init__()
         self.decoder = decoder
         self.cache = cache
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        return self.decoder.forward_cached(x_t, t, self.cache)
+        return self.decoder.step(x_t, t, self.cache)
 
 
 def count_macs(model: nn.Module, size: int) -> dict[str, float]:
@@ -231,10 +234,11 @@ def count_macs(model: nn.Module, size: int) -> dict[str, float]:
         counts["backbone"] = _count(model.backbone, (backbone_in,))
         x = torch.cat([cond, x_t], dim=1)
         counts["decoder_step"] = _count(model.decoder, (x, t, features))
-        if callable(getattr(model.decoder, "prepare", None)):
-            counts["prepare"] = _count(_Prepare(model.decoder), (cond, features))
-            cache = model.decoder.prepare(cond, features)
-            counts["cached_step"] = _count(_CachedStep(model.decoder, cache), (x_t, t))
+        if isinstance(model.decoder, DUNet):
+            cached = CachedDUNet(model.decoder)
+            counts["prepare"] = _count(_Prepare(cached), (cond, features))
+            cache = cached.prepare(cond, features)
+            counts["cached_step"] = _count(_CachedStep(cached, cache), (x_t, t))
     return counts
 
 
@@ -280,7 +284,7 @@ def run_case(
     for run in range(args.warmup + args.repeats):
         synchronize(device)
         tic = time.perf_counter()
-        model.sample(image, trimap, sampler, noise=noise, fast=not args.reference)
+        model.sample(image, trimap, sampler, noise=noise)
         synchronize(device)
         if run >= args.warmup:
             times.append(time.perf_counter() - tic)
@@ -358,7 +362,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         strategies = [Sampler.from_strategy(s).strategy for s in args.strategies]
         device = resolve_device(args.device)
-        autocast_dtype(args.precision, device)
+        options = InferenceOptions(
+            precision=args.precision,
+            reference=args.reference,
+            compile=args.compile,
+            cuda_graph=args.cuda_graph,
+        )
+        options.check_device(device)
         if args.batch_size < 1 or args.repeats < 1 or args.warmup < 0:
             raise ValueError("--batch-size and --repeats must be >= 1, --warmup >= 0")
         config_file = resolve_config_file(args.config_file)
@@ -366,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    model.set_inference_options(args.precision, args.compile, args.cuda_graph)
+    inference_model = build_inference_model(model, options)
     heap_reuse = apply_heap_reuse(args, device)
     info = {
         "config": str(args.config_file),
@@ -380,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     results = []
     if args.case_only:
-        results.append(run_case(model, args.sizes[0], strategies[0], args, device))
+        results.append(run_case(inference_model, args.sizes[0], strategies[0], args, device))
         json.dump({"info": info, "results": results}, sys.stdout)
         return 0
 
@@ -391,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.isolate:
                 record = run_isolated(args, size, strategy)
             else:
-                record = run_case(model, size, strategy, args, device)
+                record = run_case(inference_model, size, strategy, args, device)
             steps = Sampler.from_strategy(strategy).steps
             if counts:
                 record["backbone_gmac"] = counts["backbone"]

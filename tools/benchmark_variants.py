@@ -1,24 +1,20 @@
 #!/usr/bin/env python
 """Before/after timing of the inference optimisations, interleaved in one process.
 
-Each variant adds one optimisation to the previous one; all of them run the same model, weights,
-inputs and noise. Runs are interleaved (round 1: every variant once, round 2: every variant
-again, ...) so that a change of machine load hits all variants alike. For every (size,
-strategy) the tool prints the best and the median time of each variant, its speed-up over the
-original-like variant (from the best and from the median times), and its largest alpha
-difference to that variant.
+Each variant is an InferenceOptions adding one optimisation to the previous one; all run the same
+model, weights, inputs and noise, each through its inference form built before timing. Runs are
+interleaved (every variant once per round) so that changes of machine load hit all variants
+alike. For every (size, strategy) it prints each variant's best and median time, its speed-up over
+the original-like variant (best and median) and its largest alpha difference to that variant.
 
 Variants (cumulative):
-    original-like      attention materialised as in the original (full logits, bias and
-                       softmax per head), decoder path of ``sample(fast=False)``: the 7-channel
-                       input re-assembled and padded and ``DUNet.forward`` with separate
-                       BatchNorm layers at every step
-    + chunked SDPA     the backbone's attention through ``F.scaled_dot_product_attention`` in
-                       query chunks (the library's attention)
-    + decoder cache    ``sample(fast=True)`` in NCHW: BatchNorm folded, step-independent work
-                       cached, in-place operations; up-block shortcuts as in ``forward``
-    + low-res upsample up-block shortcuts computed at the input's resolution (``UpsampleConv``)
-    + channels-last    maps in channels-last memory format: the library's default path
+    original-like      attention="materialised" (full logits, bias and softmax per head, as the
+                       original), cached_decoder=False (the 7-channel input re-assembled and the
+                       trained DUNet, BatchNorm layers included, at every step)
+    + chunked SDPA     attention="chunked": ``F.scaled_dot_product_attention`` in query chunks
+    + decoder cache    cached_decoder=True in NCHW: BatchNorm folded, step-independent work cached
+    + low-res upsample low_res_upsample=True: up-block shortcuts at the input's resolution
+    + channels-last    channels_last=True: the default options
 
 Example:
     python tools/benchmark_variants.py --threads 2 --sizes 512 1024 --strategies ddim1 ddim10
@@ -27,89 +23,68 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 
-import diffmatte.modeling.backbone.vit as vit
 from diffmatte.config import ConfigError
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.cli import add_config_argument, add_overrides_argument
 from diffmatte.engine.predictor import build_model, resolve_config_file
+from diffmatte.inference import InferenceOptions, build_inference_model
 from diffmatte.utils.fileio import atomic_write_text
 
+_NCHW = {"low_res_upsample": False, "channels_last": False}
 VARIANTS = (
-    # name, materialised attention, fast path, low-res upsample conv, channels-last
-    ("original-like", True, False, False, False),
-    ("+ chunked SDPA", False, False, False, False),
-    ("+ decoder cache", False, True, False, False),
-    ("+ low-res upsample", False, True, True, False),
-    ("+ channels-last", False, True, True, True),
+    ("original-like", InferenceOptions(attention="materialised", cached_decoder=False, **_NCHW)),
+    ("+ chunked SDPA", InferenceOptions(cached_decoder=False, **_NCHW)),
+    ("+ decoder cache", InferenceOptions(**_NCHW)),
+    ("+ low-res upsample", InferenceOptions(channels_last=False)),
+    ("+ channels-last", InferenceOptions()),
 )
 
 
-def _materialised_attention(q, k, v, rel_pos_h, rel_pos_w, q_size, k_size, scale, *_):
-    return vit.attention_reference(q, k, v, rel_pos_h, rel_pos_w, q_size, k_size, scale)
-
-
-@contextlib.contextmanager
-def variant_settings(
-    model: torch.nn.Module, materialised: bool, low_res_upsample: bool, channels_last: bool
-) -> Iterator[None]:
-    """Applies one variant's settings to ``model`` (and the ViT attention) for a block."""
-    decoder = model.decoder
-    saved = (vit.rel_pos_attention, decoder.low_res_upsample, decoder.channels_last)
-    if materialised:
-        vit.rel_pos_attention = _materialised_attention
-    decoder.low_res_upsample, decoder.channels_last = low_res_upsample, channels_last
-    try:
-        yield
-    finally:
-        vit.rel_pos_attention, decoder.low_res_upsample, decoder.channels_last = saved
-
-
-def compare(
-    model: torch.nn.Module, size: int, strategy: str, rounds: int, seed: int = 0
-) -> list[dict]:
+def compare(model: torch.nn.Module, size: int, strategy: str, rounds: int, seed=0) -> list[dict]:
     """Times every variant ``rounds`` times, interleaved, after one untimed warm-up round."""
     sampler = Sampler.from_strategy(strategy)
     gen = torch.Generator().manual_seed(seed)
     image = torch.rand(1, 3, size, size, generator=gen)
     trimap = torch.tensor([0.0, 0.5, 1.0])[torch.randint(0, 3, (1, 1, size, size), generator=gen)]
     noise = torch.randn(1, 1, size, size, generator=gen)
-    times: dict[str, list[float]] = {name: [] for name, *_ in VARIANTS}
+    forms = {name: build_inference_model(model, options) for name, options in VARIANTS}
+    times: dict[str, list[float]] = {name: [] for name, _ in VARIANTS}
     alphas: dict[str, torch.Tensor] = {}
     for round_index in range(rounds + 1):
-        for name, materialised, fast, low_res, channels_last in VARIANTS:
-            with variant_settings(model, materialised, low_res, channels_last):
-                tic = time.perf_counter()
-                alpha = model.sample(image, trimap, sampler, noise=noise, fast=fast).alpha
-                elapsed = time.perf_counter() - tic
+        for name, _ in VARIANTS:
+            tic = time.perf_counter()
+            alpha = forms[name].sample(image, trimap, sampler, noise=noise).alpha
+            elapsed = time.perf_counter() - tic
             if round_index == 0:
                 alphas[name] = alpha
             else:
                 times[name].append(elapsed)
             print(f"{size} {strategy} round {round_index} {name}: {elapsed:.2f} s", file=sys.stderr)
-    base_name = VARIANTS[0][0]
-    base_best, base_median = min(times[base_name]), statistics.median(times[base_name])
+    base = VARIANTS[0][0]
+    base_best, base_median = min(times[base]), statistics.median(times[base])
     records = []
-    for name, *_ in VARIANTS:
+    for name, options in VARIANTS:
         best, median = min(times[name]), statistics.median(times[name])
         records.append(
             {
                 "size": size,
                 "strategy": strategy,
                 "variant": name,
+                "options": dataclasses.asdict(options),
                 "best_s": best,
                 "median_s": median,
                 "speedup_best": base_best / best,
                 "speedup_median": base_median / median,
-                "max_abs_diff": float((alphas[name] - alphas[base_name]).abs().max()),
+                "max_abs_diff": float((alphas[name] - alphas[base]).abs().max()),
                 "times_s": times[name],
             }
         )
@@ -117,10 +92,8 @@ def compare(
 
 
 def format_table(records: list[dict]) -> str:
-    lines = [
-        "| size | strategy | variant | best s | median s | x (best) | x (median) | max abs diff |",
-        "|---:|---|---|---:|---:|---:|---:|---:|",
-    ]
+    columns = "size | strategy | variant | best s | median s | x (best) | x (median) | max abs diff"
+    lines = [f"| {columns} |", "|---:|---|---|---:|---:|---:|---:|---:|"]
     for r in records:
         lines.append(
             f"| {r['size']} | {r['strategy']} | {r['variant']} | {r['best_s']:.2f} | "
@@ -155,8 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.rounds < 1:
             raise ValueError("--rounds must be >= 1")
         model = build_model(resolve_config_file(args.config_file), args.opts, torch.device("cpu"))
-        if not hasattr(model.decoder, "low_res_upsample"):
-            raise ValueError(f"{args.config_file}: the decoder has no cached inference path")
     except (ValueError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import argparse
 import torch
 
 from diffmatte.engine.predictor import DEFAULT_SEED
-from diffmatte.modeling.diffmatte import PRECISIONS
+from diffmatte.inference.options import PRECISIONS
 from diffmatte.utils.memory import reuse_freed_heap_memory
 
 

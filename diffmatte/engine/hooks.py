@@ -27,6 +27,7 @@ from diffmatte.engine.predictor import DEFAULT_SEED, predict_alpha, trimap_to_mo
 from diffmatte.engine.trainer import HookBase
 from diffmatte.engine.training_checkpoint import TrainingCheckpointer
 from diffmatte.evaluation.evaluator import MattingEvaluator
+from diffmatte.inference.model import build_inference_model
 from diffmatte.utils.distributed import get_world_size, is_main_process
 from diffmatte.utils.image_io import alpha_to_uint8
 from diffmatte.utils.logger import JSONWriter, TensorBoardWriter
@@ -289,8 +290,9 @@ def evaluate_dataset(
     """Predict every sample with ground truth and score it with :class:`MattingEvaluator`.
 
     Each image is sampled with its own fixed noise (``predict_alpha`` with ``seed``), so the
-    global RNG is not consumed and repeated evaluations are comparable. Predictions are
-    quantised like the PNGs ``inference.py`` writes before scoring.
+    global RNG is not consumed and repeated evaluations are comparable. Sampling runs the model's
+    inference form (default options), built from its current weights at each call. Predictions
+    are quantised like the PNGs ``inference.py`` writes before scoring.
 
     Args:
         model: a DiffMatte module in eval mode.
@@ -307,13 +309,13 @@ def evaluate_dataset(
         DatasetError: no sample has a ground-truth alpha.
     """
     evaluator = MattingEvaluator()
+    inference_model = build_inference_model(model)
     count = 0
     for sample in dataset:
         if sample.alpha is None:
             continue
-        prediction = predict_alpha(
-            model, sample.image, trimap_to_model(sample.trimap), sampler=sampler, seed=seed
-        )
+        trimap = trimap_to_model(sample.trimap)
+        prediction = predict_alpha(inference_model, sample.image, trimap, sampler, seed)
         evaluator.process(
             sample.name, alpha_to_uint8(prediction.alpha), sample.alpha, sample.trimap
         )

@@ -226,6 +226,9 @@ def trimap_to_model(trimap: np.ndarray, thresholds: str = "composition1k") -> to
 
 
 def _model_device(model: nn.Module) -> torch.device:
+    device = getattr(model, "device", None)  # DiffMatte and its inference form have one
+    if isinstance(device, torch.device):
+        return device
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
 

@@ -2,7 +2,8 @@
 
 The trained :class:`~diffmatte.modeling.diffmatte.DiffMatte` never changes with these options:
 the inference form of a model is built from it under given options (see
-:mod:`diffmatte.inference.predictor`), so one trained module can serve several option sets.
+:func:`diffmatte.inference.build_inference_model`), so one trained module can serve several
+option sets.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
+    "ATTENTION_KERNELS",
     "DEFAULT_MAX_ATTENTION_BIAS_BYTES",
     "DEFAULT_MAX_TILE_BYTES",
     "InferenceOptions",
@@ -26,6 +28,8 @@ DEFAULT_MAX_TILE_BYTES = 128 * 2**20
 # One query chunk's additive attention bias in the ViT backbone (the softmax buffers are of the
 # same size).
 DEFAULT_MAX_ATTENTION_BIAS_BYTES = 256 * 2**20
+# How the ViT backbone's relative-position attention is computed (see InferenceOptions.attention).
+ATTENTION_KERNELS = ("chunked", "materialised")
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,15 @@ class InferenceOptions:
     Attributes:
         precision: "fp32", "fp16" or "bf16": the networks' compute precision. The sampler's
             state and arithmetic and the outputs stay float32.
-        reference: run the straightforward path (the networks exactly as trained, no folding,
-            caching or tiling); the other speed options are then ignored. For checks.
+        reference: run the straightforward path (``DiffMatte.sample``: the networks exactly as
+            trained, float32, no folding, caching or tiling); the other model options are then
+            ignored. For checks.
+        attention: the ViT backbone's relative-position attention: "chunked" (query chunks
+            within ``max_attention_bias_bytes``) or "materialised" (full logits, bias and
+            softmax per head, as the original release computes it; for comparisons).
+        cached_decoder: run the decoder from its step-independent work cached once per image,
+            with BatchNorm folded (and the options below); False re-assembles the decoder input
+            and runs the trained decoder at every step.
         channels_last: keep decoder maps in channels-last memory format.
         max_tile_bytes: memory bound of one full-resolution map in the decoder's last up blocks
             and head; larger images run them in horizontal tiles with a halo (exact).
@@ -53,6 +64,8 @@ class InferenceOptions:
 
     precision: str = "fp32"
     reference: bool = False
+    attention: str = "chunked"
+    cached_decoder: bool = True
     channels_last: bool = True
     max_tile_bytes: int = DEFAULT_MAX_TILE_BYTES
     max_attention_bias_bytes: int = DEFAULT_MAX_ATTENTION_BIAS_BYTES
@@ -67,12 +80,17 @@ class InferenceOptions:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
+        if self.attention not in ATTENTION_KERNELS:
+            raise ValueError(
+                f"attention must be one of {', '.join(ATTENTION_KERNELS)}, got {self.attention!r}"
+            )
         for name in ("max_tile_bytes", "max_attention_bias_bytes", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in (
             "reference",
+            "cached_decoder",
             "channels_last",
             "low_res_upsample",
             "compile",
@@ -86,8 +104,9 @@ class InferenceOptions:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def check_device(self, device: torch.device) -> None:
+    def check_device(self, device: torch.device | str) -> None:
         """Raises ValueError (one line, naming the option) for options the device cannot run."""
+        device = torch.device(device)
         if self.cuda_graph and device.type != "cuda":
             raise ValueError(f"cuda_graph needs a CUDA device, not {device}")
         if self.precision != "fp32" and device.type != "cuda":

@@ -21,6 +21,7 @@ from torch import nn
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine import predictor as _functional
 from diffmatte.engine.predictor import DEFAULT_SEED, Prediction
+from diffmatte.inference.model import InferenceModel, build_inference_model
 from diffmatte.inference.options import InferenceOptions
 
 __all__ = ["Predictor", "ProgressFn"]
@@ -50,9 +51,17 @@ class Predictor:
     """A DiffMatte model ready for inference, kept loaded between calls.
 
     Args:
-        model: a trained :class:`~diffmatte.modeling.diffmatte.DiffMatte` (not modified).
+        model: a trained :class:`~diffmatte.modeling.diffmatte.DiffMatte`; it is moved to
+            ``device`` and put in evaluation mode, and otherwise not modified.
         options: inference options; defaults to ``InferenceOptions()``.
         device: where to run; "auto" picks CUDA when available.
+
+    Attributes:
+        model: the trained model.
+        options: the inference options.
+        device: the device it runs on.
+        inference_model: its :class:`~diffmatte.inference.model.InferenceModel` under
+            ``options``, built once here and used by every prediction.
     """
 
     def __init__(
@@ -65,9 +74,7 @@ class Predictor:
         self.device = _functional.resolve_device(device)
         self.options.check_device(self.device)
         self.model = model.to(self.device).eval()
-        self.model.set_inference_options(
-            self.options.precision, self.options.compile, self.options.cuda_graph
-        )
+        self.inference_model: InferenceModel = build_inference_model(self.model, self.options)
 
     @classmethod
     def from_config(
@@ -121,7 +128,7 @@ class Predictor:
         sampler = _as_sampler(strategy, self.model)
         callback = None if progress is None else (lambda step, steps, _x0: progress(step, steps))
         return _functional.predict_alpha(
-            self.model,
+            self.inference_model,
             image,
             _trimap_tensor(trimap, trimap_thresholds),
             sampler,
@@ -143,4 +150,6 @@ class Predictor:
         image alone up to float rounding (multi-step DDPM runs one image at a time)."""
         sampler = _as_sampler(strategy, self.model)
         tensors = [_trimap_tensor(trimap, trimap_thresholds) for trimap in trimaps]
-        return _functional.predict_alphas(self.model, images, tensors, sampler, seed, self.device)
+        return _functional.predict_alphas(
+            self.inference_model, images, tensors, sampler, seed, self.device
+        )

@@ -11,21 +11,15 @@ crops its output back to the image size; the sampler (:mod:`diffmatte.diffusion.
 the update rule. Known trimap regions are forced after sampling: background to 0 AND foreground
 to 1 (the original never forces the foreground because it tests ``trimap == 2``).
 
-With a decoder that offers ``prepare`` / ``forward_cached`` (:class:`DUNet`), sampling also
-computes the decoder's step-independent work once per image (BatchNorm folded, conditioning
-channels' share of the first convolutions, the mid block's feature branches; see
-:meth:`DUNet.prepare`); ``sample(..., fast=False)`` keeps the straightforward path (the full
-7-channel decoder input re-assembled and :meth:`DUNet.forward` at every step) as the reference.
-Options for GPUs (:meth:`DiffMatte.set_inference_options`): autocast to float16 / bfloat16 for
-the networks while the sampler's arithmetic stays float32, ``torch.compile`` and CUDA-graph
-capture of the decoder step. On the CPU inference always runs in float32.
+This is the straightforward path, the networks exactly as trained: the reference of the
+inference form built by :func:`diffmatte.inference.build_inference_model` (BatchNorm folded,
+step-independent decoder work cached, attention in bounded memory, reduced precision on GPUs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,18 +36,19 @@ from diffmatte.modeling.trimap import (
 )
 
 __all__ = [
-    "PRECISIONS",
+    "Denoiser",
     "DiffMatte",
     "MattingOutput",
     "SELF_ALIGN_MODES",
-    "autocast_dtype",
     "postprocess_alpha",
 ]
 
 logger = logging.getLogger(__name__)
 
 SELF_ALIGN_MODES = ("none", "stage1", "stage2")
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# denoise(x_t_norm (N,1,H,W) variance-normalised state, t (N,)) -> x0 (N,1,H,W) float32 in [-1, 1].
+Denoiser = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -97,64 +92,6 @@ def postprocess_alpha(x0: Tensor, trimap: Tensor) -> Tensor:
     """
     alpha = ((x0.float() + 1) * 0.5).clamp(0.0, 1.0)
     return alpha.masked_fill(trimap == 0, 0.0).masked_fill(trimap == 1, 1.0)
-
-
-def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype of an inference precision on a device.
-
-    Args:
-        precision: "fp32", "fp16" or "bf16".
-        device: where the model runs.
-
-    Returns:
-        None for "fp32" (no autocast), else torch.float16 / torch.bfloat16.
-
-    Raises:
-        ValueError: unknown precision, or half precision on a non-CUDA device (CPU inference
-            stays float32 by design: no silent fallback).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-    if precision == "fp32":
-        return None
-    if torch.device(device).type != "cuda":
-        raise ValueError(
-            f"precision {precision!r} needs a CUDA device; inference on "
-            f"{torch.device(device).type} runs in float32 (use precision 'fp32')"
-        )
-    return PRECISIONS[precision]
-
-
-class _CudaGraphStep:
-    """A decoder step replayed from a CUDA graph captured on the first call.
-
-    The first call runs ``step`` on a side stream (warm-up, its result is returned), then captures
-    it into a graph with static input buffers; later calls copy their inputs into those buffers
-    and replay. Valid for one cache (one batch of images), i.e. one ``sample`` call.
-    """
-
-    def __init__(self, step: Callable[[Tensor, Tensor], Tensor]) -> None:
-        self.step = step
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.static_inputs: tuple[Tensor, Tensor] | None = None
-        self.static_output: Tensor | None = None
-
-    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
-        if self.graph is None:
-            self.static_inputs = (x_t.clone(), t.clone())
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                first = self.step(*self.static_inputs)
-            torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.static_output = self.step(*self.static_inputs)
-            return first
-        self.static_inputs[0].copy_(x_t)
-        self.static_inputs[1].copy_(t)
-        self.graph.replay()
-        return self.static_output.clone()
 
 
 def _check_pair(image: Tensor, trimap: Tensor) -> None:
@@ -231,32 +168,6 @@ class DiffMatte(nn.Module):
         self.register_buffer(
             "pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False
         )
-        self.precision = "fp32"
-        self.compile_decoder = False
-        self.cuda_graph = False
-        self._compiled_step: Callable | None = None
-
-    def set_inference_options(
-        self, precision: str = "fp32", compile_decoder: bool = False, cuda_graph: bool = False
-    ) -> None:
-        """Speed options of :meth:`sample` (the fast path); results change only by rounding.
-
-        Args:
-            precision: "fp32", or "fp16" / "bf16" (CUDA only): autocast of the backbone and the
-                decoder; the sampler's arithmetic and the outputs stay float32.
-            compile_decoder: run the decoder step through ``torch.compile`` (compiled on the
-                first call, recompiled for new shapes).
-            cuda_graph: capture the decoder step into a CUDA graph once per ``sample`` call and
-                replay it for the remaining steps (CUDA only).
-
-        Raises:
-            ValueError: unknown precision.
-        """
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
-        self.compile_decoder = compile_decoder
-        self.cuda_graph = cuda_graph
 
     @property
     def device(self) -> torch.device:
@@ -282,64 +193,31 @@ class DiffMatte(nn.Module):
         logits = self.decoder(torch.cat([prepared.condition, x_t_padded], dim=1), t, features)
         return torch.sigmoid(logits[:, :, : prepared.height, : prepared.width]) * 2 - 1
 
-    @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        dtype = autocast_dtype(self.precision, self.device)
-        if dtype is None:
-            yield
-            return
-        # No weight-cast cache: it must be off for CUDA-graph capture, and each weight is cast
-        # once per step anyway.
-        with torch.autocast(self.device.type, dtype=dtype, cache_enabled=False):
-            yield
-
-    def _has_cached_decoder(self) -> bool:
-        return callable(getattr(self.decoder, "prepare", None)) and callable(
-            getattr(self.decoder, "forward_cached", None)
-        )
-
-    def _fast_denoiser(self, image: Tensor, trimap: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-        """Backbone once and the decoder's static work once; returns the per-step x0 function."""
-        if self.cuda_graph and self.device.type != "cuda":
-            raise ValueError(f"CUDA-graph capture needs a CUDA device, not {self.device}")
-        height, width = image.shape[-2:]
-        size = padded_size(height, width, self.size_divisibility)
-        with self._autocast():
-            image_norm = (image - self.pixel_mean) / self.pixel_std
-            features = self.backbone(
-                pad_bottom_right(backbone_input(image_norm, trimap, self.backbone_trimap), size)
-            )
-            condition = pad_bottom_right(decoder_condition(image_norm, trimap), size)
-            del image_norm
-            cache = self.decoder.prepare(condition, features)
-            del condition, features
-
-        forward_cached = self.decoder.forward_cached
-        if self.compile_decoder:
-            if self._compiled_step is None:
-                self._compiled_step = torch.compile(forward_cached, dynamic=False)
-            forward_cached = self._compiled_step
-
-        def step(x_t_padded: Tensor, t: Tensor) -> Tensor:
-            with self._autocast():
-                return forward_cached(x_t_padded, t, cache)
-
-        if self.cuda_graph:
-            step = _CudaGraphStep(step)
-
-        def denoise(x_t_norm: Tensor, t: Tensor) -> Tensor:
-            logits = step(pad_bottom_right(x_t_norm, size), t)
-            return torch.sigmoid(logits[:, :, :height, :width].float()) * 2 - 1
-
-        return denoise
-
     def _inputs(self, image: Tensor, trimap: Tensor) -> tuple[Tensor, Tensor]:
         image = image.to(device=self.device, dtype=torch.float32)
         trimap = trimap.to(device=self.device, dtype=torch.float32)
         _check_pair(image, trimap)
         return image, trimap
 
-    @torch.inference_mode()
+    def denoiser(self, image: Tensor, trimap: Tensor) -> Denoiser:
+        """The per-step x0 prediction of one batch: the backbone runs here, once; each call of the
+        returned function re-assembles the decoder input and runs the decoder.
+
+        Args:
+            image: (N,3,H,W) float32 RGB in [0, 1] on the model's device.
+            trimap: (N,1,H,W) float32 in {0, 0.5, 1}.
+
+        Returns:
+            ``denoise(x_t_norm, t)`` on unpadded (N,1,H,W) states.
+        """
+        prepared = self._prepare(image, trimap)
+        features = self.backbone(prepared.backbone_input)
+
+        def denoise(x_t_norm: Tensor, t: Tensor) -> Tensor:
+            return self._decode(prepared, features, x_t_norm, t)
+
+        return denoise
+
     def sample(
         self,
         image: Tensor,
@@ -348,13 +226,11 @@ class DiffMatte(nn.Module):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         return_trajectory: bool = False,
-        fast: bool = True,
         callback: StepCallback | None = None,
     ) -> MattingOutput:
         """Predict alpha mattes by iterative denoising from Gaussian noise.
 
-        Call ``.eval()`` first: the decoder's BatchNorm layers must use running statistics
-        (the fast path folds them into the convolutions).
+        Call ``.eval()`` first: the decoder's BatchNorm layers must use running statistics.
 
         Args:
             image: (N,3,H,W) RGB in [0, 1], any H, W (padded internally, cropped back).
@@ -366,7 +242,6 @@ class DiffMatte(nn.Module):
                 (``torch.randn((N,1,H,W), generator=generator)`` on the generator's device) and
                 of the DDPM step noise; the global RNG when None.
             return_trajectory: also return each step's post-processed x0 prediction.
-            fast: use the decoder's cached inference path when it has one.
             callback: ``callback(step, steps, x0)`` after each sampling step (see
                 :meth:`Sampler.sample`).
 
@@ -375,8 +250,28 @@ class DiffMatte(nn.Module):
             device.
 
         Raises:
-            ValueError: for mismatched shapes, trimap values outside {0, 0.5, 1}, or options
-                the device does not support.
+            ValueError: for mismatched shapes or trimap values outside {0, 0.5, 1}.
+        """
+        return self.sample_with(
+            self.denoiser, image, trimap, sampler, noise, generator, return_trajectory, callback
+        )
+
+    @torch.inference_mode()
+    def sample_with(
+        self,
+        make_denoiser: Callable[[Tensor, Tensor], Denoiser],
+        image: Tensor,
+        trimap: Tensor,
+        sampler: Sampler | None = None,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_trajectory: bool = False,
+        callback: StepCallback | None = None,
+    ) -> MattingOutput:
+        """:meth:`sample` with the per-step x0 prediction built by ``make_denoiser(image,
+        trimap)`` (called after the initial noise is drawn), e.g. :meth:`denoiser` or that of an
+        inference form of this model. The other arguments and the result are those of
+        :meth:`sample`.
         """
         if self.training:
             logger.warning("DiffMatte.sample called in training mode; call .eval() first")
@@ -391,16 +286,7 @@ class DiffMatte(nn.Module):
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         noise = noise.to(device=self.device, dtype=torch.float32)
-
-        if fast and self._has_cached_decoder():
-            denoise = self._fast_denoiser(image, trimap)
-        else:
-            prepared = self._prepare(image, trimap)
-            features = self.backbone(prepared.backbone_input)
-
-            def denoise(x_t_norm: Tensor, t: Tensor) -> Tensor:
-                return self._decode(prepared, features, x_t_norm, t)
-
+        denoise = make_denoiser(image, trimap)
         result = sampler.sample(
             self.diffusion,
             denoise,

@@ -13,7 +13,7 @@ from diffmatte.modeling.backbone.vit import (
     attention_reference,
     checkpoint_filter_fn,
     get_rel_pos,
-    rel_pos_attention,
+    rel_pos_bias,
     resize_abs_pos_embed,
     window_partition,
     window_unpartition,
@@ -121,7 +121,8 @@ def test_get_rel_pos_without_interpolation_and_unequal_sizes():
     torch.testing.assert_close(rel, torch.tensor([[3.0, 2, 1, 0], [5.0, 4, 3, 2]]))
 
 
-def test_chunked_attention_matches_reference_values_and_gradients():
+def test_sdpa_with_rel_pos_bias_matches_reference_values_and_gradients():
+    # The model's own attention: the full bias as the float mask of scaled_dot_product_attention.
     gen = torch.Generator().manual_seed(3)
     b, heads, dim, grid = 2, 3, 8, (15, 11)
     q, k, v = (torch.randn(b, heads, grid[0] * grid[1], dim, generator=gen) for _ in range(3))
@@ -130,9 +131,9 @@ def test_chunked_attention_matches_reference_values_and_gradients():
     leaves = [t.requires_grad_() for t in (q, k, v, rel_h, rel_w)]
     scale = dim**-0.5
     ref = attention_reference(q, k, v, rel_h, rel_w, grid, grid, scale)
-    # A budget of 7 queries: 24 chunks, the last one partial.
-    budget = 7 * b * heads * grid[0] * grid[1] * 4
-    out = rel_pos_attention(q, k, v, rel_h, rel_w, grid, grid, scale, max_bias_bytes=budget)
+    bias = rel_pos_bias(q, rel_h, rel_w, grid, grid)
+    assert bias.shape == (b, heads, 165, 165)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     weight = torch.randn(out.shape, generator=gen)
     grads_ref = torch.autograd.grad((ref * weight).sum(), leaves)
@@ -226,21 +227,6 @@ def test_window_block_matches_naive_per_window_loop():
         expected = _naive_block(block, x)
     assert block.attn.rel_pos_h.shape == (27, 8)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
-
-
-def test_global_block_chunking_does_not_change_the_result():
-    torch.manual_seed(7)
-    model = ViT(embed_dim=32, num_heads=2, depth=3, img_size=64, window_block_indexes=(0,))
-    _randomize(model, seed=8)
-    model.eval()
-    x = torch.randn(1, 4, 96, 80)  # 6x5 tokens vs. 4x4 tables: interpolated relative positions
-    with torch.no_grad():
-        full = model(x)
-        for block in model.blocks:
-            block.attn.max_bias_bytes = 4 * 2 * 30 * 4  # 4 queries per chunk
-        chunked = model(x)
-    torch.testing.assert_close(chunked, full, atol=1e-5, rtol=0)
-    assert model.blocks[1].attn.rel_pos_h.shape == (7, 16)
 
 
 def test_window_partition_round_trip_and_zero_padding():

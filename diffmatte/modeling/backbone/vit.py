@@ -14,9 +14,8 @@ The module layout and parameter names follow the released DiffMatte checkpoints
 (``model.backbone.*``), so those checkpoints load strictly.
 
 Attention runs through ``F.scaled_dot_product_attention`` with the relative position bias as an
-additive mask, computed in query chunks so that no (tokens x tokens x heads) tensor larger than a
-fixed budget is ever built: a 2048x2048 image has 16384 tokens in the global blocks, a 4096x4096
-image 65536 (a full bias would take 6 heads x 65536^2 x 4 bytes = 96 GiB).
+additive mask. The inference form of the model computes it in query chunks of bounded memory
+instead (:mod:`diffmatte.inference.attention`).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ __all__ = [
     "ViT",
     "attention_reference",
     "get_rel_pos",
-    "rel_pos_attention",
+    "rel_pos_bias",
     "resize_abs_pos_embed",
     "checkpoint_filter_fn",
     "window_partition",
@@ -43,9 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# Upper bound for one chunk's additive attention bias (the softmax buffers are of the same size).
-DEFAULT_MAX_BIAS_BYTES = 256 * 2**20
 
 
 def resize_abs_pos_embed(pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -164,6 +160,32 @@ def _rel_pos_terms(
     return rel_h, rel_w
 
 
+def rel_pos_bias(
+    q: Tensor,
+    rel_pos_h: Tensor,
+    rel_pos_w: Tensor,
+    q_size: tuple[int, int],
+    k_size: tuple[int, int],
+) -> Tensor:
+    """Decomposed relative position bias (MViTv2), one value per (query, key) pair.
+
+    B[(i, j), (i', j')] = q_ij . R_h[i, i'] + q_ij . R_w[j, j'] with R from :func:`get_rel_pos`.
+
+    Args:
+        q: (B, nH, qh*qw, C) queries in row-major grid order (unscaled).
+        rel_pos_h: (Lh, C) height table.
+        rel_pos_w: (Lw, C) width table.
+        q_size: (qh, qw) query grid.
+        k_size: (kh, kw) key grid.
+
+    Returns:
+        (B, nH, qh*qw, kh*kw) additive attention bias.
+    """
+    rel_h, rel_w = _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
+    b, n_heads, lq, kh = rel_h.shape
+    return (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, n_heads, lq, kh * rel_w.shape[-1])
+
+
 def attention_reference(
     q: Tensor,
     k: Tensor,
@@ -177,7 +199,10 @@ def attention_reference(
     """Straightforward attention with decomposed relative positions (materialises everything).
 
     softmax((q * scale) k^T + B) v with B[(i, j), (i', j')] = q_ij . R_h[i, i'] + q_ij . R_w[j, j']
-    (the bias uses the unscaled q). Meant for tests and small inputs.
+    (the bias uses the unscaled q), computed as the original release does: the full logits, bias
+    and softmax of every head in memory. The model itself attends with
+    ``F.scaled_dot_product_attention`` and :func:`rel_pos_bias` as the mask (see
+    :class:`Attention`); this form is the written-out formula, for checks and comparisons.
 
     Args:
         q: (B, nH, qh*qw, C) queries in row-major grid order.
@@ -199,112 +224,6 @@ def attention_reference(
     logits = logits.view(b, n_heads, lq, kh, kw) + rel_h[..., :, None] + rel_w[..., None, :]
     weights = logits.view(b, n_heads, lq, kh * kw).softmax(dim=-1)
     return weights @ v
-
-
-def _query_chunks(q_size: tuple[int, int], queries: int) -> list[tuple[int, int]]:
-    """Ranges of flattened query indices, at most ``queries`` long: whole grid rows when at least
-    one row fits, else pieces of single rows (so the bias terms keep their grid structure)."""
-    qh, qw = q_size
-    if queries >= qw:
-        rows = queries // qw
-        return [(r * qw, min(r + rows, qh) * qw) for r in range(0, qh, rows)]
-    return [
-        (r * qw + c, r * qw + min(c + queries, qw))
-        for r in range(qh)
-        for c in range(0, qw, queries)
-    ]
-
-
-def _chunk_bias(
-    q: Tensor,
-    r_h: Tensor,
-    r_w: Tensor,
-    start: int,
-    qw: int,
-    k_size: tuple[int, int],
-    out: Tensor | None = None,
-) -> Tensor:
-    """Additive bias (B, nH, m, kh*kw) of the m queries ``q`` (B, nH, m, C) starting at flattened
-    index ``start``; ``r_h`` (qh, kh, C) and ``r_w`` (qw, kw, C) from :func:`get_rel_pos`.
-    ``out``: a contiguous buffer of at least B*nH*m*kh*kw elements to write the bias into."""
-    b, n_heads, m, dim = q.shape
-    kh, kw = k_size
-    row, col = divmod(start, qw)
-    if col == 0 and m % qw == 0:
-        rows = m // qw
-        q_grid = q.reshape(b, n_heads, rows, qw, dim)
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, r_h[row : row + rows])
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, r_w)
-        rel_h, rel_w = rel_h.reshape(b, n_heads, m, kh), rel_w.reshape(b, n_heads, m, kw)
-    else:  # part of one grid row
-        rel_h = q @ r_h[row].transpose(0, 1)
-        rel_w = torch.einsum("bnwc,wkc->bnwk", q, r_w[col : col + m])
-    if out is None:
-        return (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, n_heads, m, kh * kw)
-    bias = out.view(-1)[: b * n_heads * m * kh * kw].view(b, n_heads, m, kh, kw)
-    torch.add(rel_h[..., :, None], rel_w[..., None, :], out=bias)
-    return bias.view(b, n_heads, m, kh * kw)
-
-
-def rel_pos_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    rel_pos_h: Tensor,
-    rel_pos_w: Tensor,
-    q_size: tuple[int, int],
-    k_size: tuple[int, int],
-    scale: float,
-    max_bias_bytes: int = DEFAULT_MAX_BIAS_BYTES,
-) -> Tensor:
-    """Same function as :func:`attention_reference`, computed in bounded memory.
-
-    Queries are processed in chunks so that each chunk's additive bias (B, nH, chunk, kh*kw) stays
-    under ``max_bias_bytes`` (whole query rows when one fits, else pieces of a row); the bias
-    terms are computed per chunk and each chunk goes through ``F.scaled_dot_product_attention``
-    with the bias as a float mask. Apart from q, k, v and the output, memory stays O(chunk * kh *
-    kw): about 3 * ``max_bias_bytes`` (bias and the kernel's buffers) even for the 65,536 tokens
-    of a 4096x4096 image.
-
-    Args:
-        q: (B, nH, qh*qw, C) queries in row-major grid order.
-        k: (B, nH, kh*kw, C) keys.
-        v: (B, nH, kh*kw, C) values.
-        rel_pos_h: (Lh, C) height table.
-        rel_pos_w: (Lw, C) width table.
-        q_size: (qh, qw) query grid.
-        k_size: (kh, kw) key grid.
-        scale: logit scale, head_dim ** -0.5.
-        max_bias_bytes: memory budget of one chunk's bias.
-
-    Returns:
-        (B, nH, qh*qw, C) attention output.
-    """
-    b, n_heads, lq, _ = q.shape
-    # Plain ints, also when sizes are traced (fvcore's jit trace).
-    q_size, k_size = (int(q_size[0]), int(q_size[1])), (int(k_size[0]), int(k_size[1]))
-    kh, kw = k_size
-    r_h = get_rel_pos(q_size[0], kh, rel_pos_h).to(q.dtype)
-    r_w = get_rel_pos(q_size[1], kw, rel_pos_w).to(q.dtype)
-    bytes_per_query = int(b * n_heads) * kh * kw * q.element_size()
-    chunks = _query_chunks(q_size, max(1, max_bias_bytes // bytes_per_query))
-    if len(chunks) == 1:
-        bias = _chunk_bias(q, r_h, r_w, 0, q_size[1], k_size)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    out = q.new_empty(b, n_heads, lq, v.shape[-1])
-    # Without autograd, one bias buffer serves all chunks: a fresh multi-hundred-MiB tensor per
-    # chunk costs more in page faults than the bias arithmetic itself.
-    buffer = None
-    if not torch.is_grad_enabled():
-        longest = max(stop - start for start, stop in chunks)
-        buffer = q.new_empty(b * n_heads * longest * kh * kw)
-    for start, stop in chunks:
-        q_chunk = q[:, :, start:stop]
-        bias = _chunk_bias(q_chunk, r_h, r_w, start, q_size[1], k_size, out=buffer)
-        out[:, :, start:stop] = F.scaled_dot_product_attention(
-            q_chunk, k, v, attn_mask=bias, scale=scale
-        )
-    return out
 
 
 class ChannelLayerNorm(nn.Module):
@@ -379,27 +298,16 @@ class Attention(nn.Module):
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.max_bias_bytes = DEFAULT_MAX_BIAS_BYTES
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, H, W, D) tokens -> (B, H, W, D)."""
         b, h, w, _ = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
+        bias = None
         if self.use_rel_pos:
-            out = rel_pos_attention(
-                q,
-                k,
-                v,
-                self.rel_pos_h,
-                self.rel_pos_w,
-                (h, w),
-                (h, w),
-                self.scale,
-                self.max_bias_bytes,
-            )
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            bias = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         out = out.permute(0, 2, 1, 3).reshape(b, h, w, -1)
         return self.proj(out)
 

@@ -1,3 +1,3 @@
 """Decoders: (decoder input, time, backbone features) -> alpha logits."""
 
-from diffmatte.modeling.decoder.dunet import DUNet, DUNetCache, MattingHead, timestep_embedding
+from diffmatte.modeling.decoder.dunet import DUNet, MattingHead, timestep_embedding
