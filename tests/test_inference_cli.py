@@ -13,7 +13,7 @@ import torch
 
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import load_checkpoint, save_model_weights
-from diffmatte.engine.predictor import build_model, predict_alpha, trimap_to_model
+from diffmatte.inference.functional import build_model, predict_alpha, trimap_to_model
 from diffmatte.utils.image_io import read_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -48,7 +48,7 @@ from diffmatte.engine.cli import (
     add_overrides_argument,
     apply_heap_reuse,
 )
-from diffmatte.engine.predictor import build_model, resolve_config_file, resolve_device
+from diffmatte.inference.functional import build_model, resolve_config_file, resolve_device
 from diffmatte.modeling.diffmatte import PRECISIONS, autocast_dtype
 from diffmatte.modeling.trimap import (
     backbone_input,

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from diffmatte.config import ConfigError, LazyConfig, instantiate
 from diffmatte.engine.checkpoint import CheckpointError, compare_state_dicts, read_checkpoint
-from diffmatte.engine.predictor import resolve_config_file
+from diffmatte.inference.functional import resolve_config_file
 from diffmatte.modeling.backbone import resnet, swin, vit
 from diffmatte.utils.fileio import atomic_torch_save
 

@@ -22,7 +22,6 @@ from diffmatte.data.composition1k import IMAGE_EXTENSIONS, DatasetError
 
 __all__ = [
     "ForegroundFiles",
-    "bundled_assets_dir",
     "bundled_backgrounds",
     "bundled_lemur_dir",
     "find_foregrounds",
@@ -50,11 +49,6 @@ class ForegroundFiles:
     alpha_path: Path
     fg_path: Path | None = None
     image_path: Path | None = None
-
-
-def bundled_assets_dir() -> Path:
-    """The folder of the bundled public-domain / CC0 assets (``diffmatte/assets``)."""
-    return _ASSETS_DIR
 
 
 def bundled_backgrounds() -> list[Path]:

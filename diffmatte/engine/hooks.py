@@ -23,7 +23,7 @@ from torch import nn
 from diffmatte.data.composition1k import DatasetError, MattingSample
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import save_model_weights
-from diffmatte.engine.predictor import DEFAULT_SEED, predict_alpha, trimap_to_model
+from diffmatte.inference.functional import DEFAULT_SEED, predict_alpha, trimap_to_model
 from diffmatte.engine.trainer import HookBase
 from diffmatte.engine.training_checkpoint import TrainingCheckpointer
 from diffmatte.evaluation.evaluator import MattingEvaluator

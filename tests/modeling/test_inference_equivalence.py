@@ -12,7 +12,7 @@ import torch
 import diffmatte.modeling.decoder.dunet as dunet
 from diffmatte.diffusion.gaussian import GaussianDiffusion
 from diffmatte.diffusion.samplers import Sampler
-from diffmatte.engine.predictor import predict_alpha, predict_alphas
+from diffmatte.inference.functional import predict_alpha, predict_alphas
 from diffmatte.modeling.backbone.vit import (
     ViT,
     _query_chunks,

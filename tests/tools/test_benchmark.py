@@ -108,7 +108,7 @@ def test_table_and_ratios(tool):
 @pytest.mark.slow
 def test_vits_counts_match_the_published_fvcore_figures(tool):
     # TRAINING_RECIPE.md §8: ViT-S at 512 x 512, 33.3 G backbone and 51.1 G per decoder step.
-    from diffmatte.engine.predictor import build_model
+    from diffmatte.inference.functional import build_model
 
     torch.set_num_threads(1)
     model = build_model(REPO / "configs" / "ViTS.py")

@@ -1,0 +1,151 @@
+"""Checks an inference run makes before its expensive work.
+
+The command lines call these before they load a model or read an image, so a run that cannot
+finish fails at once, with one line, and leaves nothing behind: no output folder is created
+until every check has passed. Each raises ``ValueError`` with a one-line message that begins
+with the path or value concerned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from diffmatte.diffusion.samplers import Sampler
+from diffmatte.inference.functional import resolve_device
+from diffmatte.inference.options import InferenceOptions
+from diffmatte.utils.rng import check_seed
+
+__all__ = [
+    "check_checkpoint_file",
+    "check_output_file",
+    "check_output_folder",
+    "check_run",
+    "check_sampling",
+]
+
+
+def check_sampling(strategy: str | Sampler | None, seed: int) -> Sampler | None:
+    """Parses a sampling strategy and checks a seed.
+
+    Args:
+        strategy: ``"ddimN"`` / ``"ddpmN"`` with ``1 <= N <= 1000``, a Sampler, or None (the
+            config's sampler).
+        seed: ``0 <= seed < 2**63``.
+
+    Returns:
+        The Sampler, or None when ``strategy`` is None.
+
+    Raises:
+        ValueError: a bad strategy, step count or seed.
+    """
+    check_seed(seed)
+    if strategy is None or isinstance(strategy, Sampler):
+        return strategy
+    return Sampler.from_strategy(strategy)
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_folder(
+    folder: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()
+) -> Path:
+    """Checks that files can be written in ``folder`` (existing or to be created); creates nothing.
+
+    Args:
+        folder: the output folder.
+        inputs: input folders that must not receive outputs.
+
+    Returns:
+        ``folder`` as a Path.
+
+    Raises:
+        ValueError: ``folder`` is an input folder, is or lies under a file, or the nearest existing
+            folder on its path is not writable.
+    """
+    folder = Path(folder)
+    if folder.resolve() in {Path(path).resolve() for path in inputs}:
+        raise ValueError(f"{folder}: is an input folder; choose another output folder")
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        where = (
+            "is a file" if existing == Path(os.path.abspath(folder)) else f"{existing} is a file"
+        )
+        raise ValueError(f"{folder}: cannot be used as an output folder ({where})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{folder}: not writable (permission denied on {existing})")
+    return folder
+
+
+def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Checks that ``path`` can be written (its folder may still have to be created).
+
+    Args:
+        path: the output file.
+        inputs: input files that must not be overwritten.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ValueError: ``path`` is an input file or a folder, or its folder cannot be written.
+    """
+    path = Path(path)
+    if path.resolve() in {Path(name).resolve() for name in inputs}:
+        raise ValueError(f"{path}: is an input file; choose another output path")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a file")
+    try:
+        check_output_folder(path.parent)
+    except ValueError as err:
+        raise ValueError(f"{path}: cannot be written ({str(err).split(': ', 1)[1]})") from None
+    return path
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> Path:
+    """Checks that a checkpoint file exists (its content is checked when it is loaded).
+
+    Raises:
+        ValueError: no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint file not found")
+    return path
+
+
+def check_run(
+    strategy: str | Sampler | None,
+    seed: int,
+    options: InferenceOptions,
+    device: str | torch.device | None,
+    checkpoint: str | os.PathLike,
+) -> tuple[Sampler | None, torch.device]:
+    """The checks of every inference command line, before it reads an image or loads a model.
+
+    Args:
+        strategy: see :func:`check_sampling`.
+        seed: see :func:`check_sampling`.
+        options: the inference options, checked against the device.
+        device: a ``--device`` value (see :func:`~diffmatte.inference.functional.resolve_device`).
+        checkpoint: the weights file, which must exist.
+
+    Returns:
+        ``(sampler, device)``: the parsed strategy and the resolved device.
+
+    Raises:
+        ValueError: the first check that fails, on one line.
+    """
+    sampler = check_sampling(strategy, seed)
+    resolved = resolve_device(device)
+    options.check_device(resolved)
+    check_checkpoint_file(checkpoint)
+    return sampler, resolved
