@@ -35,8 +35,9 @@ from diffmatte.engine.cli import (
     one_line,
 )
 from diffmatte.inference import Predictor
-from diffmatte.inference.checks import check_output_file, check_run
+from diffmatte.inference.checks import check_run
 from diffmatte.inference.outputs import alpha_output_path, write_prediction
+from diffmatte.utils.fileio import check_writable_file
 from diffmatte.utils.image_io import ImageReadError
 
 EXIT_OK, EXIT_FAILED = 0, 2
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         image, trimap = Path(args.image), Path(args.trimap)
         sample = read_sample(MattingPair(image.stem, image, trimap))
         for output in [alpha_path, *(path for path in extras.values() if path is not None)]:
-            check_output_file(output, inputs=(args.image, args.trimap))
+            check_writable_file(output, inputs=(args.image, args.trimap))
         predictor = Predictor.from_config(
             args.config_file, args.checkpoint, options, device, args.opts
         )

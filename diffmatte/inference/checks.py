@@ -2,14 +2,14 @@
 
 The command lines call these before they load a model or read an image, so a run that cannot
 finish fails at once, with one line, and leaves nothing behind: no output folder is created
-until every check has passed. Each raises ``ValueError`` with a one-line message that begins
-with the path or value concerned.
+until every check has passed (output paths are checked by ``check_writable_folder`` and
+``check_writable_file`` of :mod:`diffmatte.utils.fileio`). Each raises ``ValueError`` with a
+one-line message that begins with the path or value concerned.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -21,8 +21,6 @@ from diffmatte.utils.rng import check_seed
 
 __all__ = [
     "check_checkpoint_file",
-    "check_output_file",
-    "check_output_folder",
     "check_run",
     "check_sampling",
 ]
@@ -46,68 +44,6 @@ def check_sampling(strategy: str | Sampler | None, seed: int) -> Sampler | None:
     if strategy is None or isinstance(strategy, Sampler):
         return strategy
     return Sampler.from_strategy(strategy)
-
-
-def _nearest_existing(path: Path) -> Path:
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def check_output_folder(
-    folder: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()
-) -> Path:
-    """Checks that files can be written in ``folder`` (existing or to be created); creates nothing.
-
-    Args:
-        folder: the output folder.
-        inputs: input folders that must not receive outputs.
-
-    Returns:
-        ``folder`` as a Path.
-
-    Raises:
-        ValueError: ``folder`` is an input folder, is or lies under a file, or the nearest existing
-            folder on its path is not writable.
-    """
-    folder = Path(folder)
-    if folder.resolve() in {Path(path).resolve() for path in inputs}:
-        raise ValueError(f"{folder}: is an input folder; choose another output folder")
-    existing = _nearest_existing(folder)
-    if not existing.is_dir():
-        where = (
-            "is a file" if existing == Path(os.path.abspath(folder)) else f"{existing} is a file"
-        )
-        raise ValueError(f"{folder}: cannot be used as an output folder ({where})")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{folder}: not writable (permission denied on {existing})")
-    return folder
-
-
-def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
-    """Checks that ``path`` can be written (its folder may still have to be created).
-
-    Args:
-        path: the output file.
-        inputs: input files that must not be overwritten.
-
-    Returns:
-        ``path`` as a Path.
-
-    Raises:
-        ValueError: ``path`` is an input file or a folder, or its folder cannot be written.
-    """
-    path = Path(path)
-    if path.resolve() in {Path(name).resolve() for name in inputs}:
-        raise ValueError(f"{path}: is an input file; choose another output path")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder, not a file")
-    try:
-        check_output_folder(path.parent)
-    except ValueError as err:
-        raise ValueError(f"{path}: cannot be written ({str(err).split(': ', 1)[1]})") from None
-    return path
 
 
 def check_checkpoint_file(path: str | os.PathLike) -> Path:

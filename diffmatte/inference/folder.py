@@ -41,9 +41,10 @@ from diffmatte.data.composition1k import (
     read_sample,
 )
 from diffmatte.diffusion.samplers import Sampler
-from diffmatte.inference.checks import check_output_folder, check_sampling
+from diffmatte.inference.checks import check_sampling
 from diffmatte.inference.functional import DEFAULT_SEED, Prediction, batchable
 from diffmatte.utils.distributed import get_rank, get_world_size, shard
+from diffmatte.utils.fileio import check_writable_folder
 from diffmatte.utils.image_io import ImageReadError, alpha_to_uint8, write_png_atomic
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def plan_folder(
     listing = list_pairs(data_dir, image_dir, trimap_dir, alpha_dir=None)
     if not listing.pairs:
         raise ValueError(f"{listing.image_dir}: no usable images (.png, .jpg, .jpeg with a trimap)")
-    output_dir = check_output_folder(output_dir, inputs=(listing.image_dir, listing.trimap_dir))
+    output_dir = check_writable_folder(output_dir, inputs=(listing.image_dir, listing.trimap_dir))
     pairs = shard(listing.pairs, rank, world_size)
     todo = [pair for pair in pairs if overwrite or not (output_dir / f"{pair.name}.png").exists()]
     # Every process sees the same listing; one of them reports it.

@@ -11,13 +11,12 @@ from diffmatte.diffusion.samplers import Sampler
 from diffmatte.inference import FolderSummary, InferenceOptions, Predictor, plan_folder, run_folder
 from diffmatte.inference.checks import (
     check_checkpoint_file,
-    check_output_file,
-    check_output_folder,
     check_run,
     check_sampling,
 )
 from diffmatte.inference.functional import predict_alpha, trimap_to_model
 from diffmatte.inference.outputs import alpha_output_path
+from diffmatte.utils.fileio import check_writable_file, check_writable_folder
 from diffmatte.utils.image_io import read_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -166,12 +165,12 @@ def test_checks_name_the_value(tmp_path):
         check_run("ddim1", 0, InferenceOptions(precision="fp16"), "cpu", tmp_path)
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"cannot be written \(cannot be used as an output"):
-        check_output_file(tmp_path / "file" / "a.png")
+        check_writable_file(tmp_path / "file" / "a.png")
     with pytest.raises(ValueError, match="is an input file"):
-        check_output_file(tmp_path / "file", inputs=[tmp_path / "file"])
+        check_writable_file(tmp_path / "file", inputs=[tmp_path / "file"])
     with pytest.raises(ValueError, match="is a folder, not a file"):
-        check_output_file(tmp_path)
-    assert check_output_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+        check_writable_file(tmp_path)
+    assert check_writable_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
     assert not (tmp_path / "a").exists()
 
 
@@ -180,7 +179,7 @@ def test_read_only_output_folder_is_refused(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     with pytest.raises(ValueError, match="not writable"):
-        check_output_folder(locked / "out")
+        check_writable_folder(locked / "out")
 
 
 def test_alpha_output_path():
