@@ -71,14 +71,8 @@ class InferenceOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in (
-            "reference",
-            "channels_last",
-            "low_res_upsample",
-            "compile",
-            "cuda_graph",
-            "heap_reuse",
-        ):
+        for name in ("reference", "channels_last", "low_res_upsample", "compile", "cuda_graph",
+                     "heap_reuse"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
