@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     summary = FolderSummary(skipped=plan.skipped, failed=plan.unusable)
     prefix = f"[rank {rank}/{world_size}] " if world_size > 1 else ""
     if plan.todo:
+        apply_heap_reuse(args, device)  # before the model's memory is allocated
         try:
             predictor = Predictor.from_config(
                 args.config_file, args.checkpoint, options, device, args.opts
@@ -117,7 +118,6 @@ def run(args: argparse.Namespace) -> int:
         except (ConfigError, CheckpointError, ValueError) as err:
             _error(one_line(err))
             return EXIT_UNUSABLE
-        apply_heap_reuse(args, predictor.device)
         desc = f"{prefix}{args.sample_strategy}"
         with tqdm(total=len(plan.todo), desc=desc, unit="img", position=rank) as progress:
             summary = run_folder(predictor, plan, sampler, args.seed, _error, progress.update)

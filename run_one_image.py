@@ -111,13 +111,13 @@ def run(args: argparse.Namespace) -> int:
         sample = read_sample(MattingPair(image.stem, image, trimap))
         for output in [alpha_path, *(path for path in extras.values() if path is not None)]:
             check_writable_file(output, inputs=(args.image, args.trimap))
+        apply_heap_reuse(args, device)  # before the model's memory is allocated
         predictor = Predictor.from_config(
             args.config_file, args.checkpoint, options, device, args.opts
         )
     except (ValueError, ImageReadError, ConfigError, CheckpointError) as err:
         _report(one_line(err))
         return EXIT_FAILED
-    apply_heap_reuse(args, predictor.device)
     levels = np.unique(sample.trimap)
     if not set(levels.tolist()) <= {0, 128, 255}:
         print(
