@@ -5,6 +5,9 @@ The numbers equal those of the Deep Image Matting MATLAB evaluation (``evaluate.
 
     python evaluation.py --pred-dir PRED --label-dir ALPHA --trimap-dir TRIMAP
     python evaluation.py --pred-dir PRED --label-dir ALPHA --whole-image --per-image out.csv
+
+Exit status: 0 on success, 2 on a usage or input error (one ``error:`` line), 130 when
+interrupted.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from diffmatte.evaluation.evaluator import (
     evaluate_folders,
     save_results,
 )
+from diffmatte.utils.fileio import check_writable_file
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -76,6 +80,8 @@ def format_table(evaluation: FolderEvaluation) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.per_image:
+            check_writable_file(args.per_image)
         evaluation = evaluate_folders(
             args.pred_dir,
             args.label_dir,
@@ -89,9 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.per_image:
             path = save_results(args.per_image, evaluation)
             print(f"per-image errors written to {path}")
-    except EvaluationError as err:
+    except (EvaluationError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

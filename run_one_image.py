@@ -7,10 +7,8 @@
 whose default is ``demo/result.png``), else a folder that receives ``<image stem>.png``. The alpha
 is written as an 8-bit single-channel PNG. Optional extras: the float alpha before quantisation
 (``--output-npy``), an RGBA cut-out (``--output-rgba``) and the x0 prediction of every sampling
-step side by side (``--output-trajectory``).
-
-Trimaps are read the way the original demo reads them: v / 255 below 0.1 is background, above
-0.9 foreground, anything else unknown, so smoothed or many-level trimaps work.
+step side by side (``--output-trajectory``). Trimaps are read the way the original demo reads
+them: v / 255 below 0.1 is background, above 0.9 foreground, anything else unknown.
 Exit status: 0 on success, 2 on any problem (reported on one line).
 """
 
@@ -24,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from diffmatte.config import ConfigError
+from diffmatte.data.composition1k import MattingPair, read_sample
 from diffmatte.data.sources import bundled_lemur_dir
-from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import CheckpointError
 from diffmatte.engine.cli import (
     add_checkpoint_argument,
@@ -33,27 +31,17 @@ from diffmatte.engine.cli import (
     add_overrides_argument,
     add_sampling_arguments,
     apply_heap_reuse,
+    inference_options,
+    one_line,
 )
-from diffmatte.engine.predictor import (
-    load_model,
-    predict_alpha,
-    resolve_config_file,
-    resolve_device,
-    trimap_to_model,
-)
-from diffmatte.inference import InferenceOptions, build_inference_model
-from diffmatte.utils.image_io import (
-    ImageReadError,
-    alpha_to_uint8,
-    read_gray,
-    read_image,
-    save_npy_atomic,
-    to_uint8,
-    write_png_atomic,
-)
+from diffmatte.inference import Predictor
+from diffmatte.inference.checks import check_run
+from diffmatte.inference.outputs import alpha_output_path, write_prediction
+from diffmatte.utils.fileio import check_writable_file
+from diffmatte.utils.image_io import ImageReadError
 
 EXIT_OK, EXIT_FAILED = 0, 2
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+_LEMUR = bundled_lemur_dir()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--image",
         dest="image",
         metavar="FILE",
-        default=str(bundled_lemur_dir() / "image" / "lemur.png"),
+        default=str(_LEMUR / "image" / "lemur.png"),
         help="input image file (default: the bundled CC0 lemur photograph)",
     )
     parser.add_argument(
@@ -77,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trimap",
         dest="trimap",
         metavar="FILE",
-        default=str(bundled_lemur_dir() / "trimap" / "lemur.png"),
+        default=str(_LEMUR / "trimap" / "lemur.png"),
         help="trimap file (grey; dark = background, bright = foreground, mid = unknown)",
     )
     parser.add_argument(
@@ -91,37 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_arguments(
         parser,
         default_strategy="ddim10",
-        strategy_help="sampler and number of steps: ddimN or ddpmN",
-        seed_help="seed of the initial noise",
+        strategy_help="sampler and number of steps: ddimN or ddpmN, 1 <= N <= 1000",
+        seed_help="seed of the initial noise, 0 <= S < 2**63",
     )
-    parser.add_argument(
-        "--output-npy",
-        default=None,
-        metavar="PATH",
-        help="also save the float32 (H, W) alpha in [0, 1], before 8-bit rounding (np.save)",
-    )
-    parser.add_argument(
-        "--output-rgba",
-        default=None,
-        metavar="PATH",
-        help="also save an RGBA PNG cut-out: the image's colours with the alpha",
-    )
-    parser.add_argument(
-        "--output-trajectory",
-        default=None,
-        metavar="PATH",
-        help="also save a PNG strip with the alpha predicted at each sampling step, left to right",
-    )
+    for flag, what in (
+        ("--output-npy", "the float32 (H, W) alpha in [0, 1], before 8-bit rounding (np.save)"),
+        ("--output-rgba", "an RGBA PNG cut-out: the image's colours with the alpha"),
+        ("--output-trajectory", "a PNG strip of the alpha predicted at each step, left to right"),
+    ):
+        parser.add_argument(flag, metavar="PATH", help=f"also save {what}")
     add_overrides_argument(parser)
     return parser
-
-
-def alpha_output_path(output: str | Path, image: str | Path) -> Path:
-    """Where the alpha PNG goes: ``output`` itself if it names an image file, else a folder."""
-    output = Path(output)
-    if output.suffix.lower() in _IMAGE_SUFFIXES:
-        return output
-    return output / f"{Path(image).stem}.png"
 
 
 def _report(message: str) -> None:
@@ -130,65 +98,38 @@ def _report(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the prediction for parsed arguments; returns the exit status."""
-    try:
-        sampler = Sampler.from_strategy(args.sample_strategy)
-        device = resolve_device(args.device)
-        InferenceOptions(precision=args.precision).check_device(device)
-        apply_heap_reuse(args, device)
-        image = read_image(args.image)
-        gray = to_uint8(read_gray(args.trimap))
-    except (ValueError, ImageReadError) as err:
-        _report(str(err))
-        return EXIT_FAILED
-    if gray.shape != image.shape[:2]:
-        _report(
-            f"{args.trimap}: size {gray.shape[1]}x{gray.shape[0]} does not match the image "
-            f"{Path(args.image).name} ({image.shape[1]}x{image.shape[0]})"
-        )
-        return EXIT_FAILED
+    extras = {"npy_path": args.output_npy, "rgba_path": args.output_rgba}
+    extras["trajectory_path"] = args.output_trajectory
     alpha_path = alpha_output_path(args.output, args.image)
-    inputs = {Path(args.image).resolve(), Path(args.trimap).resolve()}
-    extras = [args.output_npy, args.output_rgba, args.output_trajectory]
-    for output in [alpha_path, *(path for path in extras if path is not None)]:
-        if Path(output).resolve() in inputs:
-            _report(f"{output}: is an input file; choose another output path")
-            return EXIT_FAILED
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
-        _report(f"{checkpoint}: checkpoint file not found")
+    # Every check that can fail comes before the model is loaded; nothing is created before it.
+    try:
+        options = inference_options(args)
+        sampler, device = check_run(
+            args.sample_strategy, args.seed, options, args.device, args.checkpoint
+        )
+        image, trimap = Path(args.image), Path(args.trimap)
+        sample = read_sample(MattingPair(image.stem, image, trimap))
+        for output in [alpha_path, *(path for path in extras.values() if path is not None)]:
+            check_writable_file(output, inputs=(args.image, args.trimap))
+        apply_heap_reuse(args, device)  # before the model's memory is allocated
+        predictor = Predictor.from_config(
+            args.config_file, args.checkpoint, options, device, args.opts
+        )
+    except (ValueError, ImageReadError, ConfigError, CheckpointError) as err:
+        _report(one_line(err))
         return EXIT_FAILED
-
-    levels = np.unique(gray)
+    levels = np.unique(sample.trimap)
     if not set(levels.tolist()) <= {0, 128, 255}:
         print(
             f"note: {args.trimap} has {len(levels)} grey levels; snapped to three "
             "(v/255 < 0.1 background, > 0.9 foreground, else unknown)",
             file=sys.stderr,
         )
-    trimap = trimap_to_model(gray, "demo")
-    try:
-        model = load_model(resolve_config_file(args.config_file), checkpoint, args.opts, device)
-    except (ConfigError, CheckpointError) as err:
-        _report(" ".join(str(err).split()))
-        return EXIT_FAILED
-    options = InferenceOptions(precision=args.precision, compile=args.compile)
-    model = build_inference_model(model, options)
-
-    want_trajectory = args.output_trajectory is not None
-    prediction = predict_alpha(
-        model, image, trimap, sampler, args.seed, device, return_trajectory=want_trajectory
+    prediction = predictor.predict(
+        sample.image, sample.trimap, sampler, args.seed, args.output_trajectory is not None, "demo"
     )
-    alpha_u8 = alpha_to_uint8(prediction.alpha)
     try:
-        written = [write_png_atomic(alpha_path, alpha_u8)]
-        if args.output_npy is not None:
-            written.append(save_npy_atomic(args.output_npy, prediction.alpha.astype(np.float32)))
-        if args.output_rgba is not None:
-            rgba = np.dstack([alpha_to_uint8(image), alpha_u8])
-            written.append(write_png_atomic(args.output_rgba, rgba))
-        if want_trajectory:
-            strip = np.concatenate([alpha_to_uint8(step) for step in prediction.trajectory], 1)
-            written.append(write_png_atomic(args.output_trajectory, strip))
+        written = write_prediction(prediction, sample.image, alpha_path, **extras)
     except OSError as err:
         _report(f"{err.filename or alpha_path}: cannot write ({err.strerror or err})")
         return EXIT_FAILED

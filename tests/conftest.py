@@ -91,3 +91,52 @@ def build_tiny_model(tiny_config):
         return instantiate(cfg.model)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory, build_tiny_model):
+    """A weights file of the :func:`tiny_config` model (random weights, seed 0)."""
+    from diffmatte.engine.checkpoint import save_model_weights
+
+    return save_model_weights(build_tiny_model(0), tmp_path_factory.mktemp("weights") / "tiny.pth")
+
+
+@pytest.fixture(scope="session")
+def run_script():
+    """Runner of a repository script as a subprocess, as a user runs it.
+
+    ``run(script, *args, cwd=None, env=None) -> subprocess.CompletedProcess`` with text output;
+    ``script`` is relative to the repository root (``"inference.py"``, ``"tools/x.py"``). The
+    process imports this checkout's ``diffmatte`` and uses one thread.
+    """
+    import subprocess
+    import sys
+
+    def run(script, *args, cwd=None, env=None, timeout=300):
+        environment = dict(os.environ, OMP_NUM_THREADS="1")
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+        environment.update(env or {})
+        command = [sys.executable, str(REPO_ROOT / script), *map(str, args)]
+        return subprocess.run(
+            command, capture_output=True, text=True, cwd=cwd, env=environment, timeout=timeout
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def assert_one_error():
+    """Checker of a failed run: ``check(result, status, expected)`` asserts the exit status, no
+    traceback, and exactly one stderr line with ``error:``, which begins with ``error: `` and
+    contains ``expected``."""
+
+    def check(result, status, expected):
+        assert result.returncode == status, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        errors = [line for line in result.stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1, result.stderr
+        assert errors[0].startswith("error: ") and expected in errors[0], result.stderr
+
+    return check

@@ -1,6 +1,9 @@
-"""End-to-end tests of inference.py and run_one_image.py with a tiny random-weight ViT model."""
+"""inference.py and run_one_image.py run as a user runs them, with a tiny random-weight model.
 
-import importlib.util
+The folder logic itself is tested in tests/inference/test_folder.py; the failures of both
+command lines in tests/test_inference_faults.py.
+"""
+
 import os
 import subprocess
 import sys
@@ -9,27 +12,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from diffmatte.diffusion.samplers import Sampler
-from diffmatte.engine.checkpoint import load_checkpoint, save_model_weights
-from diffmatte.engine.predictor import build_model, predict_alpha, trimap_to_model
+from diffmatte.engine.checkpoint import load_checkpoint
 from diffmatte.inference import InferenceModel, build_inference_model
+from diffmatte.inference.functional import build_model, predict_alpha, trimap_to_model
 from diffmatte.utils.image_io import read_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO_ROOT / "tests" / "configs" / "tiny_vit.py"
 
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_{name}_cli", REPO_ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-inference = _load_script("inference")
-run_one_image = _load_script("run_one_image")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write(path: Path, array: np.ndarray) -> None:
@@ -42,15 +35,6 @@ def _trimap(height: int, width: int) -> np.ndarray:
     trimap[:4] = 0
     trimap[-4:] = 255
     return trimap
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory, build_tiny_model):
-    model = build_tiny_model(0)
-    return save_model_weights(model, tmp_path_factory.mktemp("weights") / "tiny.pth")
 
 
 @pytest.fixture
@@ -66,13 +50,8 @@ def dataset(tmp_path):
 
 
 def _inference_argv(weights, data, out, *extra):
-    argv = ["--config-dir", str(TINY_CONFIG), "--checkpoint-dir", str(weights)]
-    return [*argv, "--data-dir", str(data), "--inference-dir", str(out), "--device", "cpu", *extra]
-
-
-def _infer(capsys, weights, data, out, *extra):
-    code = inference.main(_inference_argv(weights, data, out, *extra))
-    return code, capsys.readouterr().err
+    argv = ["--config-dir", TINY_CONFIG, "--checkpoint-dir", weights]
+    return [*argv, "--data-dir", data, "--inference-dir", out, "--device", "cpu", *extra]
 
 
 def _read_u8(path: Path) -> np.ndarray:
@@ -86,120 +65,64 @@ def _loaded(weights: Path) -> InferenceModel:
     return build_inference_model(model)
 
 
-def test_inference_writes_skips_and_overwrites(capsys, weights, dataset, tmp_path):
+def test_inference_writes_then_resumes(run_script, tiny_weights, dataset, tmp_path):
     out = tmp_path / "pred"
-    code, err = _infer(capsys, weights, dataset, out, "--sample-strategy", "ddim2")
-    assert code == 0, err
-    assert err.strip().endswith("2 written, 0 skipped")
+    argv = _inference_argv(tiny_weights, dataset, out, "--sample-strategy", "ddim2", "--seed", "3")
+    result = run_script("inference.py", *argv, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == "2 written, 0 skipped, 0 failed"
     assert sorted(os.listdir(out)) == ["a.png", "b.png"]
-    alpha_a, alpha_b = _read_u8(out / "a.png"), _read_u8(out / "b.png")
-    assert alpha_a.dtype == np.uint8 and alpha_a.shape == (24, 40) and alpha_b.shape == (32, 20)
-    assert (alpha_a[:4] == 0).all() and (alpha_a[-4:] == 255).all()
-
-    # The predictions are exactly those of the library for the default seed.
+    # The alphas are exactly those of the library for the same strategy and seed.
     image = read_image(dataset / "merged" / "a.png")
     ddim2 = Sampler.from_strategy("ddim2")
-    expected = predict_alpha(_loaded(weights), image, trimap_to_model(_trimap(24, 40)), ddim2, 8282)
-    np.testing.assert_array_equal(alpha_a, np.rint(expected.alpha * 255).astype(np.uint8))
-
-    _write(out / "a.png", np.zeros((2, 2), np.uint8))  # an existing output is kept
-    code, err = _infer(capsys, weights, dataset, out, "--sample-strategy", "ddim2")
-    assert code == 0 and "0 written, 2 skipped" in err
-    assert _read_u8(out / "a.png").shape == (2, 2)
-    code, err = _infer(capsys, weights, dataset, out, "--sample-strategy", "ddim2", "--overwrite")
-    assert code == 0 and "2 written, 0 skipped" in err
-    np.testing.assert_array_equal(_read_u8(out / "a.png"), alpha_a)
-    assert sorted(os.listdir(out)) == ["a.png", "b.png"]  # no temporary files left
-
-
-def test_seed_order_and_sharding(capsys, monkeypatch, weights, dataset, tmp_path):
-    full, again, other = tmp_path / "full", tmp_path / "again", tmp_path / "other"
-    assert _infer(capsys, weights, dataset, full, "--seed", "3")[0] == 0
-    assert _infer(capsys, weights, dataset, again, "--seed", "3")[0] == 0
-    for name in ("a.png", "b.png"):
-        assert (full / name).read_bytes() == (again / name).read_bytes()
-
-    # torchrun sets RANK / WORLD_SIZE: each process writes only its share, same bytes.
-    sharded = tmp_path / "sharded"
-    for rank, expected in ((1, ["b.png"]), (0, ["a.png", "b.png"])):
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", "2")
-        code, err = _infer(capsys, weights, dataset, sharded, "--seed", "3")
-        assert code == 0 and f"[rank {rank}/2] 1 written, 0 skipped" in err
-        assert sorted(os.listdir(sharded)) == expected
-    monkeypatch.delenv("RANK")
-    monkeypatch.delenv("WORLD_SIZE")
-    for name in ("a.png", "b.png"):
-        assert (full / name).read_bytes() == (sharded / name).read_bytes()
-
-    # Order and company do not matter: image b alone gives the same alpha.
-    alone = tmp_path / "alone"
-    for sub in ("merged", "trimaps"):
-        (alone / sub).mkdir(parents=True)
-    (alone / "merged" / "b.jpg").write_bytes((dataset / "merged" / "b.jpg").read_bytes())
-    (alone / "trimaps" / "b.png").write_bytes((dataset / "trimaps" / "b.png").read_bytes())
-    assert _infer(capsys, weights, alone, other, "--seed", "3")[0] == 0
-    assert (other / "b.png").read_bytes() == (full / "b.png").read_bytes()
-
-
-def test_bad_inputs_are_reported_and_skipped(capsys, weights, dataset, tmp_path):
-    merged, trimaps = dataset / "merged", dataset / "trimaps"
-    _write(merged / "c.png", np.zeros((24, 40, 3), np.uint8))  # no trimap
-    _write(merged / "d.png", np.zeros((24, 40, 3), np.uint8))
-    _write(trimaps / "d.png", _trimap(20, 40))  # wrong size
-    (merged / "e.png").write_bytes(b"not a png")  # unreadable
-    _write(trimaps / "e.png", _trimap(24, 40))
-    code, err = _infer(capsys, weights, dataset, tmp_path / "out")
-    assert code == 1
-    lines = err.strip().splitlines()
-    assert lines[0] == f"error: {merged}: 1 image(s) without a trimap in {trimaps}: c.png"
-    assert f"error: {trimaps / 'd.png'}: size 40x20 does not match the image d.png (40x24)" in lines
-    unreadable = f"error: {merged / 'e.png'}: not a readable image"
-    assert any(line.startswith(unreadable) for line in lines)
-    assert lines[-1] == "2 written, 0 skipped, 3 failed"
-    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png"]
-
-
-def test_unusable_runs_exit_2_with_one_line(capsys, weights, dataset, tmp_path):
-    empty = tmp_path / "empty"
-    (empty / "merged").mkdir(parents=True)
-    (empty / "trimaps").mkdir()
-    cases = [
-        (empty, weights, [], f"error: {empty / 'merged'}: no usable images"),
-        (tmp_path / "nowhere", weights, [], f"error: {tmp_path / 'nowhere'}: folder not found"),
-        (dataset, tmp_path / "none.pth", [], f"error: {tmp_path / 'none.pth'}: checkpoint file"),
-        (dataset, weights, ["--sample-strategy", "euler5"], "error: invalid sampling strategy"),
-        (dataset, weights, ["model.backbone.embed_dim=48"], f"error: checkpoint {weights}"),
-    ]
-    for data, checkpoint, extra, start in cases:
-        code, err = _infer(capsys, checkpoint, data, tmp_path / "out", *extra)
-        assert code == 2, err
-        assert err.count("\n") == 1 and err.startswith(start), err
-    code, err = _infer(capsys, weights, dataset, dataset / "trimaps")
-    assert code == 2 and err == f"error: {dataset / 'trimaps'}: is an input folder; " + (
-        "choose another --inference-dir\n"
+    expected = predict_alpha(
+        _loaded(tiny_weights), image, trimap_to_model(_trimap(24, 40)), ddim2, 3
     )
-    wrong = tmp_path / "wrong.pth"
-    torch.save({"model.backbone.unknown": torch.zeros(3)}, wrong)
-    code, err = _infer(capsys, wrong, dataset, tmp_path / "out")
-    assert code == 2 and err.count("\n") == 1 and "unknown" in err
+    np.testing.assert_array_equal(_read_u8(out / "a.png"), np.rint(expected.alpha * 255))
+
+    result = run_script("inference.py", *argv, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-2] == f"note: 2 outputs already in {out} were kept (--overwrite redoes them)"
+    assert lines[-1] == "0 written, 2 skipped, 0 failed"
 
 
-def _one(capsys, weights, image, trimap, output, *extra):
-    argv = ["--config-file", str(TINY_CONFIG), "--checkpoint-dir", str(weights)]
-    argv += ["--image-dir", str(image), "--trimap-dir", str(trimap), "--output-dir", str(output)]
-    code = run_one_image.main([*argv, "--device", "cpu", *extra])
-    return code, capsys.readouterr().err
+def test_inference_with_bad_images_exits_1(run_script, tiny_weights, dataset, tmp_path):
+    _write(dataset / "merged" / "c.png", np.zeros((24, 40, 3), np.uint8))  # no trimap
+    out = tmp_path / "out"
+    result = run_script("inference.py", *_inference_argv(tiny_weights, dataset, out), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"error: {dataset / 'merged'}: 1 image(s) without a trimap")
+    assert lines[-1] == "2 written, 0 skipped, 1 failed"
+    assert sorted(os.listdir(out)) == ["a.png", "b.png"]
 
 
-def test_run_one_image_outputs(capsys, weights, dataset, tmp_path):
+def test_inference_as_second_of_two_processes(run_script, tiny_weights, dataset, tmp_path):
+    """torchrun's environment for the second of two processes: it writes its share only."""
+    out = tmp_path / "out"
+    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+    argv = _inference_argv(tiny_weights, dataset, out)
+    result = run_script("inference.py", *argv, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == "[rank 1/2] 1 written, 0 skipped, 0 failed"
+    assert sorted(os.listdir(out)) == ["b.png"]
+
+
+def _one_argv(weights, image, trimap, output, *extra):
+    argv = ["--config-file", TINY_CONFIG, "--checkpoint-dir", weights, "--device", "cpu"]
+    return [*argv, "--image-dir", image, "--trimap-dir", trimap, "--output-dir", output, *extra]
+
+
+def test_run_one_image_outputs(run_script, tiny_weights, dataset, tmp_path):
     image, trimap = dataset / "merged" / "a.png", dataset / "trimaps" / "a.png"
     out = tmp_path / "out"
-    extra = ["--sample-strategy", "ddim3", "--seed", "7", "--output-npy", str(out / "alpha.npy")]
-    extra += ["--output-rgba", str(out / "cutout.png")]
-    extra += ["--output-trajectory", str(out / "steps.png")]
-    code, err = _one(capsys, weights, image, trimap, out / "alpha.png", *extra)
-    assert code == 0, err
+    extra = ["--sample-strategy", "ddim3", "--seed", "7", "--output-npy", out / "alpha.npy"]
+    extra += ["--output-rgba", out / "cutout.png", "--output-trajectory", out / "steps.png"]
+    argv = _one_argv(tiny_weights, image, trimap, out / "alpha.png", *extra)
+    result = run_script("run_one_image.py", *argv, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     alpha_u8 = _read_u8(out / "alpha.png")
     alpha = np.load(out / "alpha.npy")
     assert alpha.dtype == np.float32 and alpha.shape == (24, 40) == alpha_u8.shape
@@ -207,7 +130,7 @@ def test_run_one_image_outputs(capsys, weights, dataset, tmp_path):
     assert 0 <= alpha.min() and alpha.max() <= 1 and (alpha[:4] == 0).all()
 
     expected = predict_alpha(
-        _loaded(weights),
+        _loaded(tiny_weights),
         read_image(image),
         trimap_to_model(_trimap(24, 40), "demo"),
         Sampler.from_strategy("ddim3"),
@@ -223,14 +146,13 @@ def test_run_one_image_outputs(capsys, weights, dataset, tmp_path):
     np.testing.assert_array_equal(strip[:, 80:], alpha_u8)  # DDIM ends on its last x0
 
     # A folder as --output-dir receives <image stem>.png.
-    code, _ = _one(
-        capsys, weights, image, trimap, out / "dir", "--seed", "7", "--sample-strategy", "ddim3"
-    )
-    assert code == 0
+    argv = _one_argv(tiny_weights, image, trimap, out / "dir", "--seed", "7")
+    result = run_script("run_one_image.py", *argv, "--sample-strategy", "ddim3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(_read_u8(out / "dir" / "a.png"), alpha_u8)
 
 
-def test_run_one_image_snaps_demo_trimap(capsys, weights, shared_data_dir, tmp_path):
+def test_run_one_image_snaps_demo_trimap(run_script, tiny_weights, shared_data_dir, tmp_path):
     demo = shared_data_dir / "matting" / "vitmatte_demo"
     # A crop of the published bulb demo inputs with all 9 of its grey levels.
     image = read_image(demo / "image" / "bulb.png")[128:192, 320:416]
@@ -239,79 +161,41 @@ def test_run_one_image_snaps_demo_trimap(capsys, weights, shared_data_dir, tmp_p
     _write(tmp_path / "img.png", np.rint(image[:, :, ::-1] * 255).astype(np.uint8))
     _write(tmp_path / "tri.png", gray)
     npy = tmp_path / "a.npy"
-    code, err = _one(
-        capsys,
-        weights,
-        tmp_path / "img.png",
-        tmp_path / "tri.png",
-        tmp_path / "a.png",
-        "--sample-strategy",
-        "ddim1",
-        "--output-npy",
-        str(npy),
+    argv = _one_argv(tiny_weights, tmp_path / "img.png", tmp_path / "tri.png", tmp_path / "a.png")
+    result = run_script(
+        "run_one_image.py", *argv, "--sample-strategy", "ddim1", "--output-npy", npy, cwd=tmp_path
     )
-    assert code == 0, err
-    assert f"note: {tmp_path / 'tri.png'} has {len(np.unique(gray))} grey levels" in err
+    assert result.returncode == 0, result.stderr
+    assert f"note: {tmp_path / 'tri.png'} has 9 grey levels" in result.stderr
     alpha = np.load(npy)
     assert (alpha[gray / 255 < 0.1] == 0).all() and (alpha[gray / 255 > 0.9] == 1).all()
     unknown = (gray / 255 >= 0.1) & (gray / 255 <= 0.9)
     assert unknown.any() and ((alpha[unknown] > 0) & (alpha[unknown] < 1)).all()
 
 
-def test_run_one_image_errors(capsys, weights, dataset, tmp_path):
-    image, trimap = dataset / "merged" / "a.png", dataset / "trimaps" / "a.png"
-    code, err = _one(capsys, weights, tmp_path / "x.png", trimap, tmp_path / "o.png")
-    assert code == 2 and err == f"error: {tmp_path / 'x.png'}: file not found\n"
-    _write(tmp_path / "small.png", _trimap(10, 10))
-    code, err = _one(capsys, weights, image, tmp_path / "small.png", tmp_path / "o.png")
-    assert code == 2 and err.startswith(f"error: {tmp_path / 'small.png'}: size 10x10")
-    code, err = _one(capsys, weights, image, trimap, tmp_path / "o.png", "--device", "tpu")
-    assert code == 2 and err.count("\n") == 1
-    assert not (tmp_path / "o.png").exists()
-    # A folder output next to the input would overwrite the image itself.
-    before = image.read_bytes()
-    code, err = _one(capsys, weights, image, trimap, image.parent)
-    assert code == 2 and err == f"error: {image}: is an input file; choose another output path\n"
-    assert image.read_bytes() == before
-
-
-def test_inference_script_as_subprocess(weights, dataset, tmp_path):
-    """The script entry point, with torchrun's environment for the second of two processes."""
-    env = dict(os.environ, RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", OMP_NUM_THREADS="1")
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "inference.py"), *_inference_argv(weights, dataset, out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(out)) == ["b.png"]
-
-
 @pytest.mark.slow
-def test_inference_under_torchrun(weights, dataset, tmp_path):
-    """Two torchrun processes split the folder between them and together write every alpha."""
-    out = tmp_path / "out"
+def test_inference_under_torchrun(tiny_weights, dataset, tmp_path):
+    """Two torchrun processes split the folder and give the bytes of one single-thread process."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    out, single = tmp_path / "out", tmp_path / "single"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    command += ["2", str(REPO_ROOT / "inference.py")]
+    argv = [str(arg) for arg in _inference_argv(tiny_weights, dataset, out)]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(REPO_ROOT / "inference.py"),
-            *_inference_argv(weights, dataset, out),
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-        cwd=tmp_path,
-        timeout=300,
+        [*command, *argv], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
     )
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == ["a.png", "b.png"]
     assert "[rank 0/2] 1 written" in result.stderr and "[rank 1/2] 1 written" in result.stderr
+    argv = [str(arg) for arg in _inference_argv(tiny_weights, dataset, single)]
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "inference.py"), *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("a.png", "b.png"):
+        assert (out / name).read_bytes() == (single / name).read_bytes()

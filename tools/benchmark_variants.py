@@ -35,8 +35,8 @@ import torch
 from diffmatte.config import ConfigError
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.cli import add_config_argument, add_overrides_argument
-from diffmatte.engine.predictor import build_model, resolve_config_file
 from diffmatte.inference import InferenceOptions, build_inference_model
+from diffmatte.inference.functional import build_model, resolve_config_file
 from diffmatte.utils.fileio import atomic_write_text
 
 _NCHW = {"low_res_upsample": False, "channels_last": False}

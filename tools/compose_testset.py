@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
         )
     except (DatasetError, ImageReadError, ValueError) as err:
-        print(f"compose_testset: error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {len(names)} composites to {args.output_dir}")
     return 0

@@ -27,13 +27,13 @@ import sys
 
 from diffmatte.config import ConfigError, LazyConfig, instantiate
 from diffmatte.engine.checkpoint import CheckpointError, read_checkpoint
-from diffmatte.engine.predictor import resolve_config_file
 from diffmatte.engine.pretrained import (
     ConversionError,
     convert_pretrained,
     detect_format,
     unwrap_state_dict,
 )
+from diffmatte.inference.functional import resolve_config_file
 from diffmatte.modeling.backbone import PRETRAINED_FORMATS
 from diffmatte.utils.fileio import atomic_torch_save
 

@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if len(args.size) not in (1, 2):
-        print("make_synthetic: error: --size takes one value or two (H W)", file=sys.stderr)
+        print("error: --size takes one value or two (H W)", file=sys.stderr)
         return 2
     size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
     try:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"wrote {len(composites)} composites to {args.testset_dir}")
     except (DatasetError, ImageReadError, ValueError) as err:
-        print(f"make_synthetic: error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -40,10 +40,10 @@ from diffmatte.engine.hooks import (
     evaluate_dataset,
 )
 from diffmatte.engine.optim import LRMultiplier
-from diffmatte.engine.predictor import resolve_device
 from diffmatte.engine.trainer import Trainer
 from diffmatte.engine.training_checkpoint import TrainingCheckpointer, TrainingCheckpointError
 from diffmatte.evaluation.evaluator import EvaluationError, format_means
+from diffmatte.inference.functional import resolve_device
 from diffmatte.utils.distributed import (
     destroy_process_group,
     get_rank,

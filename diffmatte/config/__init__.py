@@ -4,7 +4,15 @@
 overrides and saves configs, and ``instantiate`` builds the objects.
 """
 
-from .instantiate import ConfigError, instantiate, locate, target_to_string
+from .instantiate import ConfigError, instantiate, instantiate_key, locate, target_to_string
 from .lazy import LazyCall, LazyConfig
 
-__all__ = ["ConfigError", "LazyCall", "LazyConfig", "instantiate", "locate", "target_to_string"]
+__all__ = [
+    "ConfigError",
+    "LazyCall",
+    "LazyConfig",
+    "instantiate",
+    "instantiate_key",
+    "locate",
+    "target_to_string",
+]

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-__all__ = ["ConfigError", "instantiate", "locate", "target_to_string"]
+__all__ = ["ConfigError", "instantiate", "instantiate_key", "locate", "target_to_string"]
 
 TARGET_KEY = "_target_"
 
@@ -118,7 +118,15 @@ def _instantiate(cfg: Any, where: str) -> Any:
         if not callable(target):
             raise ConfigError(f"'{where}.{TARGET_KEY}' is not callable: {target!r}")
         _check_call(target, values, where or "<root>")
-        return target(**values)
+        try:
+            return target(**values)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            # The innermost failing node; instantiate_key turns it into a one-line ConfigError.
+            if not hasattr(exc, "config_key"):
+                exc.config_key = where
+            raise
     if isinstance(cfg, (ListConfig, list, tuple)) or (
         OmegaConf.is_config(cfg) and isinstance(cfg, Sequence)
     ):
@@ -141,6 +149,51 @@ def instantiate(cfg: Any) -> Any:
 
     Raises:
         ConfigError: a target cannot be imported, or the arguments do not fit its signature
-            (the message names the config key). Errors raised inside the constructors propagate.
+            (the message names the config key). Errors raised inside the constructors propagate,
+            with an attribute ``config_key``: the key of the innermost node that failed, relative
+            to ``cfg``.
     """
     return _instantiate(cfg, "")
+
+
+def instantiate_key(cfg: Any, key: str, overrides: Sequence[str] = ()) -> Any:
+    """Instantiate ``cfg[key]``, turning a failure inside a constructor into one line.
+
+    A value given on the command line reaches the constructors unchecked
+    (``model.backbone.embed_dim=abc``, ``model.backbone.depth=-1``), and they fail with errors of
+    their own. This names the node that failed and the override responsible for it: the one
+    whose key lies at or below that node (the last such one, as later overrides win).
+
+    Args:
+        cfg: the root config.
+        key: a top-level key, e.g. ``"model"``.
+        overrides: the ``key=value`` strings applied to ``cfg``.
+
+    Returns:
+        The instantiated node.
+
+    Raises:
+        ConfigError: as for :func:`instantiate`, or a constructor failed (one line naming the
+            override, or the node when no override applies).
+    """
+    try:
+        return instantiate(cfg[key])
+    except ConfigError:
+        raise
+    except Exception as exc:
+        relative = getattr(exc, "config_key", None)
+        if relative is None:
+            raise
+        node = f"{key}.{relative}" if relative else key
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        problem = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        blamed = [
+            override
+            for override in overrides
+            if (name := override.partition("=")[0].strip().removeprefix("+")) == node
+            or name.startswith(node + ".")
+            or node.startswith(name + ".")
+        ]
+        if blamed:
+            raise ConfigError(f"{blamed[-1]}: cannot build '{node}' ({problem})") from exc
+        raise ConfigError(f"cannot build '{node}' ({problem})") from exc

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,7 +31,9 @@ from tqdm import tqdm
 
 from diffmatte.data.augmentations import composite, dilated_trimap
 from diffmatte.data.sources import bundled_backgrounds
+from diffmatte.utils.fileio import check_writable_folder
 from diffmatte.utils.image_io import alpha_to_uint8, read_image, write_png_atomic
+from diffmatte.utils.rng import check_seed
 
 __all__ = [
     "generate_foreground",
@@ -452,8 +453,15 @@ def write_foregrounds(
 
     Returns:
         The names written, in order.
+
+    Raises:
+        ValueError: ``num`` < 1, a bad seed, or ``output_dir`` cannot be written (checked before
+            anything is written).
     """
-    output_dir = Path(output_dir)
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"num must be a positive integer, got {num!r}")
+    check_seed(seed)
+    output_dir = check_writable_folder(output_dir)
     names = []
     for i in tqdm(range(num), desc="foregrounds", disable=not progress):
         fg, alpha = generate_foreground([seed, i], size, supersample)

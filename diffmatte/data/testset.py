@@ -27,7 +27,6 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -38,8 +37,9 @@ from diffmatte.data.composition1k import COMPOSITION1K_LAYOUT, DatasetError
 from diffmatte.data.dim import _as_float_image
 from diffmatte.data.foreground import load_foreground
 from diffmatte.data.sources import ForegroundFiles, find_foregrounds, list_images
-from diffmatte.utils.fileio import atomic_write_text
+from diffmatte.utils.fileio import atomic_write_text, check_writable_folder
 from diffmatte.utils.image_io import alpha_to_uint8, read_image, write_png_atomic
+from diffmatte.utils.rng import check_seed
 
 __all__ = ["BG_FITS", "compose_testset", "fit_background"]
 
@@ -141,6 +141,8 @@ def compose_testset(
     Raises:
         DatasetError: a folder is missing or empty, or foreground names collide.
         ImageReadError: an input file is unreadable or inconsistent.
+        ValueError: a bad option or seed, or ``output_dir`` cannot be written (checked before
+            anything is written).
     """
     if bgs_per_fg < 1:
         raise ValueError(f"bgs_per_fg must be positive, got {bgs_per_fg}")
@@ -149,10 +151,11 @@ def compose_testset(
         raise ValueError(f"trimap_radius must satisfy 0 <= low <= high, got {trimap_radius}")
     if bg_fit not in BG_FITS:
         raise ValueError(f"bg_fit must be one of {BG_FITS}, got {bg_fit!r}")
+    check_seed(seed)
 
     items = _foreground_items(foregrounds, foreground_estimation)
     bg_paths = list_images(backgrounds)
-    output_dir = Path(output_dir)
+    output_dir = check_writable_folder(output_dir)
     merged_dir, trimap_dir, alpha_dir = (output_dir / name for name in COMPOSITION1K_LAYOUT)
     order = _background_order(len(bg_paths), len(items) * bgs_per_fg, seed)
 

@@ -21,9 +21,17 @@ from torch import Tensor
 
 from diffmatte.diffusion.gaussian import GaussianDiffusion, expand_like
 
-__all__ = ["METHODS", "Sampler", "SamplerOutput", "DenoiseFn", "StepCallback"]
+__all__ = ["MAX_STEPS", "METHODS", "Sampler", "SamplerOutput", "DenoiseFn", "StepCallback"]
 
 METHODS = ("ddim", "ddpm")
+# Upper bound of the number of sampling steps. The model was trained in continuous time, so any
+# number of steps runs, but each step is one decoder pass: the run time grows linearly with the
+# count, and the paper's results use 10 steps. Larger counts are far more likely a typo.
+MAX_STEPS = 1000
+_WHY_MAX = (
+    " (each step is one decoder pass, so the run time grows linearly with N; the model was "
+    "trained in continuous time and the paper's results use 10 steps)"
+)
 # Lower bound of sigma in the DDIM noise estimate and of the DDPM variance before its log.
 SIGMA_CLIP_MIN = 1e-10
 VARIANCE_CLIP_MIN = 1e-20
@@ -54,34 +62,44 @@ class Sampler:
 
     Args:
         method: "ddim" (deterministic) or "ddpm" (ancestral, fresh noise each step).
-        steps: number of denoiser calls, >= 1.
+        steps: number of denoiser calls, 1 <= steps <= MAX_STEPS.
 
     Raises:
-        ValueError: for an unknown method or fewer than one step.
+        ValueError: for an unknown method or a number of steps out of range.
     """
 
     def __init__(self, method: str = "ddpm", steps: int = 1) -> None:
         if method not in METHODS:
             raise ValueError(f"sampler method must be one of {METHODS}, got {method!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"sampler steps must be an integer >= 1, got {steps!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+            raise ValueError(
+                f"sampler steps must be an integer 1 <= N <= {MAX_STEPS}, got {steps!r}{_WHY_MAX}"
+            )
         self.method = method
         self.steps = steps
 
     @classmethod
     def from_strategy(cls, strategy: str) -> Sampler:
-        """Parse a sampling strategy string ``ddimN`` or ``ddpmN`` (N >= 1), e.g. "ddim10".
+        """Parse a sampling strategy string ``ddimN`` or ``ddpmN`` (1 <= N <= 1000), e.g. "ddim10".
 
         Raises:
-            ValueError: for anything else (e.g. "ddim0", "ddim", "euler5", "ddim 10").
+            ValueError: for anything else (e.g. "ddim0", "ddim", "euler5", "ddim 10", "ddim5000").
         """
         match = _STRATEGY.fullmatch(strategy.strip().lower()) if isinstance(strategy, str) else None
-        if match is None or int(match.group(2)) < 1:
+        # Leading zeros stripped; the length is compared first because int() of a huge digit
+        # string is slow (and refused beyond 4300 digits).
+        digits = match.group(2).lstrip("0") if match is not None else ""
+        if not digits:
             raise ValueError(
                 f"invalid sampling strategy {strategy!r}: expected 'ddimN' or 'ddpmN' with an "
                 "integer number of steps N >= 1, e.g. 'ddim10' or 'ddpm1'"
             )
-        return cls(method=match.group(1), steps=int(match.group(2)))
+        if len(digits) > len(str(MAX_STEPS)) or int(digits) > MAX_STEPS:
+            raise ValueError(
+                f"invalid sampling strategy {strategy!r}: the number of steps must be "
+                f"1 <= N <= {MAX_STEPS}{_WHY_MAX}"
+            )
+        return cls(method=match.group(1), steps=int(digits))
 
     @property
     def strategy(self) -> str:

@@ -10,8 +10,8 @@ import argparse
 
 import torch
 
-from diffmatte.engine.predictor import DEFAULT_SEED
-from diffmatte.inference.options import PRECISIONS
+from diffmatte.inference.functional import DEFAULT_SEED
+from diffmatte.inference.options import PRECISIONS, InferenceOptions
 from diffmatte.utils.memory import reuse_freed_heap_memory
 
 
@@ -58,6 +58,27 @@ def add_sampling_arguments(
         "--compile", action="store_true", help="run the decoder step through torch.compile"
     )
     add_heap_reuse_argument(parser)
+
+
+def inference_options(args: argparse.Namespace) -> InferenceOptions:
+    """The :class:`InferenceOptions` of parsed :func:`add_sampling_arguments` flags, plus
+    ``--batch-size`` and ``--cuda-graph`` where the command has them.
+
+    Raises:
+        ValueError: an invalid value (one line naming the option).
+    """
+    return InferenceOptions(
+        precision=args.precision,
+        compile=args.compile,
+        cuda_graph=getattr(args, "cuda_graph", False),
+        heap_reuse=args.heap_reuse,
+        batch_size=getattr(args, "batch_size", 1),
+    )
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (checkpoint key reports may span several)."""
+    return " ".join(str(error).split())
 
 
 def add_heap_reuse_argument(parser: argparse.ArgumentParser) -> None:

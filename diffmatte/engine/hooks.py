@@ -23,10 +23,10 @@ from torch import nn
 from diffmatte.data.composition1k import DatasetError, MattingSample
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import save_model_weights
-from diffmatte.engine.predictor import DEFAULT_SEED, predict_alpha, trimap_to_model
 from diffmatte.engine.trainer import HookBase
 from diffmatte.engine.training_checkpoint import TrainingCheckpointer
 from diffmatte.evaluation.evaluator import MattingEvaluator
+from diffmatte.inference.functional import DEFAULT_SEED, predict_alpha, trimap_to_model
 from diffmatte.inference.model import build_inference_model
 from diffmatte.utils.distributed import get_world_size, is_main_process
 from diffmatte.utils.image_io import alpha_to_uint8

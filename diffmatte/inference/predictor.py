@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from diffmatte.diffusion.samplers import Sampler
-from diffmatte.engine import predictor as _functional
-from diffmatte.engine.predictor import DEFAULT_SEED, Prediction
+from diffmatte.inference import folder as _folder
+from diffmatte.inference import functional as _functional
+from diffmatte.inference.functional import DEFAULT_SEED, Prediction
 from diffmatte.inference.model import InferenceModel, build_inference_model
 from diffmatte.inference.options import InferenceOptions
 
@@ -114,7 +115,7 @@ class Predictor:
         Args:
             image: float32 (H, W, 3) RGB in [0, 1].
             trimap: uint8 (H, W) 0..255 (mapped with ``trimap_thresholds``, see
-                :func:`~diffmatte.engine.predictor.trimap_to_model`) or float levels
+                :func:`~diffmatte.inference.functional.trimap_to_model`) or float levels
                 {0, 0.5, 1} of shape (H, W).
             strategy: "ddimN" / "ddpmN" or a Sampler; None uses the config's sampler.
             seed: fixes the initial noise and the DDPM step noise.
@@ -123,7 +124,7 @@ class Predictor:
             progress: ``progress(step, steps)`` after each sampling step.
 
         Returns:
-            The :class:`~diffmatte.engine.predictor.Prediction` (numpy arrays on the CPU).
+            The :class:`~diffmatte.inference.functional.Prediction` (numpy arrays on the CPU).
         """
         sampler = _as_sampler(strategy, self.model)
         callback = None if progress is None else (lambda step, steps, _x0: progress(step, steps))
@@ -152,4 +153,36 @@ class Predictor:
         tensors = [_trimap_tensor(trimap, trimap_thresholds) for trimap in trimaps]
         return _functional.predict_alphas(
             self.inference_model, images, tensors, sampler, seed, self.device
+        )
+
+    def predict_folder(
+        self,
+        data_dir: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        strategy: str | Sampler | None = None,
+        seed: int = DEFAULT_SEED,
+        overwrite: bool = False,
+        on_error: _folder.ErrorFn | None = None,
+        on_progress: _folder.ProgressFn | None = None,
+    ) -> _folder.FolderSummary:
+        """Alpha mattes of a Composition-1k-style folder, written as ``<output_dir>/<stem>.png``.
+
+        Resumable (existing outputs are skipped unless ``overwrite``), sharded across
+        ``torchrun`` processes, batched by ``options.batch_size``, with atomic writes; see
+        :mod:`diffmatte.inference.folder`.
+
+        Args:
+            data_dir: folder with ``merged/`` and ``trimaps/`` (or ``image/`` and ``trimap/``).
+            output_dir: folder for the alphas, created when the first one is written.
+            strategy: "ddimN" / "ddpmN" or a Sampler; None uses the config's sampler.
+            seed: seed of every image's noise.
+            overwrite: predict images whose output already exists.
+            on_error: receives one line per problem; defaults to ``logging.error``.
+            on_progress: ``on_progress(count)`` when ``count`` more images are done.
+
+        Returns:
+            The :class:`~diffmatte.inference.folder.FolderSummary`.
+        """
+        return _folder.predict_folder(
+            self, data_dir, output_dir, strategy, seed, overwrite, on_error, on_progress
         )

@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_torch_save"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_torch_save",
+    "check_writable_file",
+    "check_writable_folder",
+]
 
 # Attempts at a fresh temporary name; 32 random bits make a second one practically never needed.
 _NAME_ATTEMPTS = 100
@@ -95,3 +101,68 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
     return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_folder(
+    folder: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()
+) -> Path:
+    """Checks that files can be written in ``folder`` (existing or to be created); creates nothing.
+
+    Run before the expensive work, so that a run that could not save its results fails at once
+    and leaves no folder behind.
+
+    Args:
+        folder: the output folder.
+        inputs: input folders that must not receive outputs.
+
+    Returns:
+        ``folder`` as a Path.
+
+    Raises:
+        ValueError: ``folder`` is an input folder, is or lies under a file, or the nearest existing
+            folder on its path is not writable.
+    """
+    folder = Path(folder)
+    if folder.resolve() in {Path(path).resolve() for path in inputs}:
+        raise ValueError(f"{folder}: is an input folder; choose another output folder")
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        where = (
+            "is a file" if existing == Path(os.path.abspath(folder)) else f"{existing} is a file"
+        )
+        raise ValueError(f"{folder}: cannot be used as an output folder ({where})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{folder}: not writable (permission denied on {existing})")
+    return folder
+
+
+def check_writable_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Checks that ``path`` can be written (its folder may still have to be created).
+
+    Args:
+        path: the output file.
+        inputs: input files that must not be overwritten.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ValueError: ``path`` is an input file or a folder, or its folder cannot be written.
+    """
+    path = Path(path)
+    if path.resolve() in {Path(name).resolve() for name in inputs}:
+        raise ValueError(f"{path}: is an input file; choose another output path")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a file")
+    try:
+        check_writable_folder(path.parent)
+    except ValueError as err:
+        raise ValueError(f"{path}: cannot be written ({str(err).split(': ', 1)[1]})") from None
+    return path

@@ -14,7 +14,31 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "capture_rng_state", "restore_rng_state"]
+__all__ = ["SEED_LIMIT", "check_seed", "seed_everything", "capture_rng_state", "restore_rng_state"]
+
+# Seeds are 0 <= S < SEED_LIMIT: torch.Generator.manual_seed stores a signed 64-bit integer.
+SEED_LIMIT = 2**63
+
+
+def check_seed(seed: int) -> int:
+    """Checks that ``seed`` is a usable seed: an integer with ``0 <= seed < 2**63``.
+
+    Every ``--seed`` of the command lines goes through here, so all of them accept the same range.
+
+    Args:
+        seed: the seed.
+
+    Returns:
+        ``seed`` unchanged.
+
+    Raises:
+        ValueError: not an integer, or out of range (one line naming the value).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed {seed!r}: not an integer")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed {seed}: out of range; seeds are integers 0 <= S < 2**63")
+    return seed
 
 
 def seed_everything(seed: int) -> None:

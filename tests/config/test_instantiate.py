@@ -8,7 +8,14 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from diffmatte.config import ConfigError, instantiate, locate, target_to_string
+from diffmatte.config import (
+    ConfigError,
+    LazyConfig,
+    instantiate,
+    instantiate_key,
+    locate,
+    target_to_string,
+)
 from diffmatte.config import LazyCall as L
 
 
@@ -74,6 +81,27 @@ def test_unknown_target() -> None:
 def test_constructor_errors_propagate() -> None:
     with pytest.raises(ZeroDivisionError):
         instantiate(L(fractions.Fraction)(numerator=1, denominator=0))
+
+
+def test_constructor_errors_carry_the_node_key() -> None:
+    cfg = DictConfig({"outer": {"inner": L(fractions.Fraction)(numerator=1, denominator=0)}})
+    with pytest.raises(ZeroDivisionError) as raised:
+        instantiate(cfg)
+    assert raised.value.config_key == "outer.inner"
+
+
+def test_instantiate_key_names_the_override() -> None:
+    cfg = DictConfig({"model": {"layer": L(torch.nn.Linear)(in_features=2, out_features=3)}})
+    overrides = ["model.layer.out_features=-1"]
+    LazyConfig.apply_overrides(cfg, overrides)
+    with pytest.raises(ConfigError) as raised:
+        instantiate_key(cfg, "model", ["model.other=1", *overrides])
+    message = str(raised.value)
+    assert message.startswith("model.layer.out_features=-1: cannot build 'model.layer' (")
+    assert "\n" not in message
+    cfg = DictConfig({"model": L(fractions.Fraction)(numerator=1, denominator=0)})
+    with pytest.raises(ConfigError, match=r"^cannot build 'model' \(ZeroDivisionError"):
+        instantiate_key(cfg, "model")
 
 
 def test_locate_and_target_to_string() -> None:

@@ -94,6 +94,16 @@ def test_constructor_validates():
         Sampler(method="euler")
     with pytest.raises(ValueError, match="steps"):
         Sampler(method="ddim", steps=0)
+    with pytest.raises(ValueError, match=r"1 <= N <= 1000, got 1001"):
+        Sampler(method="ddim", steps=1001)
+
+
+@pytest.mark.parametrize("strategy", ["ddim1001", "ddpm10000000000", "ddim" + "9" * 5000])
+def test_from_strategy_bounds_the_step_count(strategy):
+    with pytest.raises(ValueError, match=r"1 <= N <= 1000 \(each step is one decoder pass"):
+        Sampler.from_strategy(strategy)
+    assert Sampler.from_strategy("ddim1000").steps == 1000
+    assert Sampler.from_strategy("ddim0010").steps == 10
 
 
 def test_time_pairs_uniform_from_one_to_zero():

@@ -12,7 +12,7 @@ from diffmatte.engine.cli import (
     add_sampling_arguments,
     apply_heap_reuse,
 )
-from diffmatte.engine.predictor import DEFAULT_SEED
+from diffmatte.inference.functional import DEFAULT_SEED
 
 
 def _parser() -> argparse.ArgumentParser:

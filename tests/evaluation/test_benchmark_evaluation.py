@@ -1,25 +1,13 @@
-"""tools/benchmark_evaluation.py: its synthetic cases and a tiny timing run."""
+"""Evaluation timing: its synthetic cases, and a tiny run of tools/benchmark_evaluation.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_tool():
-    path = REPO_ROOT / "tools" / "benchmark_evaluation.py"
-    spec = importlib.util.spec_from_file_location("_benchmark_evaluation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = _load_tool()
+from diffmatte.evaluation import benchmark
 
 
 def test_synthetic_case_is_a_realistic_triple() -> None:
@@ -36,11 +24,12 @@ def test_synthetic_case_is_a_realistic_triple() -> None:
     assert all(np.array_equal(a, b) for a, b in zip((pred, gt, trimap), again, strict=True))
 
 
-def test_tiny_run_prints_a_table_and_writes_json(tmp_path: Path, capsys) -> None:
+def test_tiny_run_prints_a_table_and_writes_json(tmp_path: Path, run_script) -> None:
     out = tmp_path / "timings.json"
     argv = ["--sizes", "48", "--repeats", "1", "--breakdown", "--whole-image", "--json", str(out)]
-    assert benchmark.main(argv) == 0
-    lines = capsys.readouterr().out.splitlines()
+    result = run_script("tools/benchmark_evaluation.py", *argv)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
     assert lines[1].split() == ["size", "mode", "function", "wall", "ms", "CPU", "ms"]
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == len(lines) - 2 == 10

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,16 +14,6 @@ import pytest
 from diffmatte.evaluation.metrics import compute_all
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("_evaluation_cli", REPO_ROOT / "evaluation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluation_cli = _load_cli()
 
 
 def _write(path: Path, array: np.ndarray) -> None:
@@ -50,14 +39,14 @@ def _args(dirs: dict[str, Path], *extra: str) -> list[str]:
     return ["--pred-dir", str(dirs["pred"]), "--label-dir", str(dirs["label"]), *extra]
 
 
-def test_prints_table_in_paper_units_and_writes_json(dirs, tmp_path: Path, capsys) -> None:
+def test_prints_table_in_paper_units_and_writes_json(dirs, tmp_path: Path, run_script) -> None:
     out = tmp_path / "per_image.json"
     argv = _args(
         dirs, "--trimap-dir", str(dirs["trimap"]), "--per-image", str(out), "--workers", "1"
     )
-    assert evaluation_cli.main(argv) == 0
-    captured = capsys.readouterr()
-    lines = captured.out.splitlines()
+    captured = run_script("evaluation.py", *argv, "--no-progress")
+    assert captured.returncode == 0, captured.stderr
+    lines = captured.stdout.splitlines()
     assert lines[0].startswith("mean over 2 images (unknown region, trimap == 128)")
     assert lines[1].split() == ["SAD", "MSE(x1e-3)", "Grad", "Conn"]
     document = json.loads(out.read_text())
@@ -65,7 +54,8 @@ def test_prints_table_in_paper_units_and_writes_json(dirs, tmp_path: Path, capsy
     values = [float(v) for v in lines[2].split()]
     want = [means["SAD"], means["MSE"] * 1e3, means["Grad"], means["Conn"]]
     assert values == pytest.approx(want, abs=5e-4)
-    assert "skipped 1 file(s) not present in every folder: z.png (no pred, trimap)" in captured.err
+    skipped = "skipped 1 file(s) not present in every folder: z.png (no pred, trimap)"
+    assert skipped in captured.stderr
 
     pred = cv2.imread(str(dirs["pred"] / "x.png"), cv2.IMREAD_UNCHANGED)
     gt = cv2.imread(str(dirs["label"] / "x.png"), cv2.IMREAD_UNCHANGED)
@@ -73,11 +63,12 @@ def test_prints_table_in_paper_units_and_writes_json(dirs, tmp_path: Path, capsy
     assert document["per_image"]["x.png"] == compute_all(pred, gt, trimap)
 
 
-def test_whole_image_mode_writes_csv(dirs, tmp_path: Path, capsys) -> None:
+def test_whole_image_mode_writes_csv(dirs, tmp_path: Path, run_script) -> None:
     out = tmp_path / "per_image.csv"
     argv = _args(dirs, "--whole-image", "--per-image", str(out), "--workers", "2", "--no-progress")
-    assert evaluation_cli.main(argv) == 0
-    assert "(every pixel)" in capsys.readouterr().out
+    captured = run_script("evaluation.py", *argv)
+    assert captured.returncode == 0, captured.stderr
+    assert "(every pixel)" in captured.stdout
     assert out.read_text().splitlines()[0] == "name,SAD,MSE,Grad,Conn"
     assert len(out.read_text().splitlines()) == 3
 
@@ -91,10 +82,10 @@ def test_whole_image_mode_writes_csv(dirs, tmp_path: Path, capsys) -> None:
         ["--whole-image", "--workers", "0"],
     ],
 )
-def test_bad_command_lines_are_usage_errors(dirs, extra: list[str]) -> None:
-    with pytest.raises(SystemExit) as raised:
-        evaluation_cli.parse_args(_args(dirs, *extra))
-    assert raised.value.code == 2
+def test_bad_command_lines_are_usage_errors(dirs, extra: list[str], run_script) -> None:
+    completed = run_script("evaluation.py", *_args(dirs, *extra), "--no-progress")
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    assert "evaluation.py: error: " in completed.stderr.splitlines()[-1]
 
 
 def test_errors_are_one_line_with_non_zero_exit(dirs, tmp_path: Path) -> None:
@@ -117,6 +108,6 @@ def test_errors_are_one_line_with_non_zero_exit(dirs, tmp_path: Path) -> None:
             cwd=REPO_ROOT,
             timeout=120,
         )
-        assert completed.returncode == 1
+        assert completed.returncode == 2
         assert completed.stderr.strip().splitlines()[-1] == message
         assert "Traceback" not in completed.stderr

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from diffmatte.diffusion.samplers import Sampler
-from diffmatte.engine.predictor import predict_alpha, predict_alphas
 from diffmatte.inference import InferenceOptions, Predictor, build_inference_model
+from diffmatte.inference.functional import predict_alpha, predict_alphas
 from diffmatte.modeling.diffmatte import DiffMatte
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,26 +1,17 @@
-"""tools/compose_testset.py: folder layout, composition rule, byte-identical reruns, errors."""
+"""Composition-1k-style test folders (what tools/compose_testset.py runs): layout, composition
+rule, byte-identical reruns. The command line's failures are in test_compose_testset_faults.py."""
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from diffmatte.data.sources import bundled_backgrounds
 from diffmatte.data.synthetic import write_foregrounds
-from diffmatte.data.testset import fit_background
+from diffmatte.data.testset import compose_testset, fit_background
 from diffmatte.utils.image_io import read_gray, read_image
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "compose_testset.py"
-
-
-@pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("compose_testset_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +34,12 @@ def _u8(path: Path) -> np.ndarray:
     return np.rint(read_image(path) * 255).astype(np.uint8)
 
 
-def test_layout_and_determinism(tool, synthetic_fg, tmp_path):
-    args = ["--foregrounds", str(synthetic_fg), "--bgs-per-fg", "2", "--write-fg-bg", "--quiet"]
-    for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
-        assert tool.main([*args, "--seed", seed, "--output-dir", str(tmp_path / name)]) == 0
+def test_layout_and_determinism(synthetic_fg, tmp_path):
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        names = compose_testset(
+            synthetic_fg, bundled_backgrounds(), tmp_path / name, 2, seed, write_fg_bg=True
+        )
+        assert len(names) == 6
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
@@ -75,7 +68,7 @@ def test_layout_and_determinism(tool, synthetic_fg, tmp_path):
         assert np.abs(merged - truncated).max() <= 1
 
 
-def test_real_photographs(tool, shared_data_dir, tmp_path):
+def test_real_photographs(shared_data_dir, tmp_path):
     """Image + alpha input: estimated foreground, so known-foreground pixels keep the photo."""
     source = shared_data_dir / "matting" / "alphamatting_train_lowres"
     root = tmp_path / "two"
@@ -84,8 +77,7 @@ def test_real_photographs(tool, shared_data_dir, tmp_path):
         for stem in ("GT01", "GT05"):
             (root / folder / f"{stem}.png").symlink_to(source / folder / f"{stem}.png")
     out = tmp_path / "out"
-    args = ["--foregrounds", str(root), "--bgs-per-fg", "1", "--output-dir", str(out), "--quiet"]
-    assert tool.main([*args, "--trimap-radius", "5", "5"]) == 0
+    assert len(compose_testset(root, bundled_backgrounds(), out, 1, trimap_radius=(5, 5))) == 2
     for stem in ("GT01", "GT05"):
         merged = _u8(out / "merged" / f"{stem}_0.png")
         photo = _u8(source / "image" / f"{stem}.png")
@@ -106,10 +98,3 @@ def test_fit_background_modes():
     assert enlarged.shape == (80, 60, 3)
     cover = fit_background(background, 20, 20, mode="cover")  # ratio 0.5 -> 30x20, centre
     assert cover.shape == (20, 20, 3)
-
-
-def test_errors_are_one_line(tool, tmp_path, capsys):
-    missing = tmp_path / "missing"
-    assert tool.main(["--foregrounds", str(missing), "--output-dir", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == f"compose_testset: error: {missing}: folder not found"

@@ -4,9 +4,10 @@ import io
 import random
 
 import numpy as np
+import pytest
 import torch
 
-from diffmatte.utils.rng import capture_rng_state, restore_rng_state, seed_everything
+from diffmatte.utils.rng import capture_rng_state, check_seed, restore_rng_state, seed_everything
 
 
 def _draw() -> tuple[float, float, float, torch.Tensor]:
@@ -43,3 +44,13 @@ def test_seed_everything_fixes_every_generator():
     assert torch.equal(first[3], expected[3])
     seed_everything(6)
     assert _draw()[:3] != first[:3]
+
+
+def test_seed_range_is_the_generator_range() -> None:
+    assert check_seed(0) == 0 and check_seed(2**63 - 1) == 2**63 - 1
+    torch.Generator().manual_seed(2**63 - 1)  # the largest accepted seed is usable
+    for seed in (-1, 2**63, 10**23):
+        with pytest.raises(ValueError, match=rf"^seed {seed}: out of range; .*0 <= S < 2\*\*63"):
+            check_seed(seed)
+    with pytest.raises(ValueError, match="not an integer"):
+        check_seed(True)

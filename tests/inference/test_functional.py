@@ -9,7 +9,7 @@ import torch
 from diffmatte.config import ConfigError
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import CheckpointError, save_model_weights
-from diffmatte.engine.predictor import (
+from diffmatte.inference.functional import (
     DEFAULT_SEED,
     build_model,
     initial_noise,

@@ -1,4 +1,4 @@
-"""Inference helpers behind ``inference.py`` and ``run_one_image.py``.
+"""Functional inference: loading a model, seeded noise, predicting one image or a batch.
 
 DiffMatte (Hu et al. 2023, "Diffusion for Natural Image Matting", arXiv:2312.05915) predicts an
 alpha matte by running the backbone once and the diffusion decoder once per sampling step,
@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffmatte.config import LazyConfig, instantiate
+from diffmatte.config import LazyConfig, instantiate_key
 from diffmatte.diffusion.samplers import Sampler, StepCallback
 from diffmatte.engine.checkpoint import load_checkpoint
 from diffmatte.modeling.trimap import trimap_from_gray_demo, trimap_from_uint8
 from diffmatte.utils.distributed import get_local_rank
+from diffmatte.utils.rng import check_seed
 
 __all__ = [
     "DEFAULT_SEED",
@@ -133,12 +134,13 @@ def build_model(
         The instantiated model (a :class:`~diffmatte.modeling.diffmatte.DiffMatte`).
 
     Raises:
-        diffmatte.config.ConfigError: the config file or an override cannot be used.
+        diffmatte.config.ConfigError: the config file or an override cannot be used, or the
+            model cannot be built with them (one line naming the override).
     """
     cfg = LazyConfig.load(str(config_file))
     if overrides:
         cfg = LazyConfig.apply_overrides(cfg, list(overrides))
-    model = instantiate(cfg.model)
+    model = instantiate_key(cfg, "model", overrides)
     return model.to(device).eval()
 
 
@@ -177,12 +179,15 @@ def seeded_generator(seed: int) -> torch.Generator:
     scripts used after ``torch.manual_seed(seed)``.
 
     Args:
-        seed: any integer accepted by ``torch.Generator.manual_seed``.
+        seed: an integer with ``0 <= seed < 2**63``.
 
     Returns:
         A fresh CPU generator.
+
+    Raises:
+        ValueError: the seed is out of range (see :func:`~diffmatte.utils.rng.check_seed`).
     """
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(check_seed(seed))
 
 
 def initial_noise(height: int, width: int, generator: torch.Generator) -> torch.Tensor:
