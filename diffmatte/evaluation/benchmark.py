@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from diffmatte.data.dim import dilated_trimap
+from diffmatte.data.augmentations import dilated_trimap
 from diffmatte.data.synthetic import generate_foreground
 from diffmatte.evaluation.metrics import (
     compute_all,
