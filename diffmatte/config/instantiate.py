@@ -99,17 +99,23 @@ def _check_call(target: Callable[..., Any], kwargs: Mapping[str, Any], where: st
         raise ConfigError(f"cannot call {_target_name(target)} at '{where}': {exc}") from exc
 
 
-def _instantiate(cfg: Any, where: str) -> Any:
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _instantiate(cfg: Any, where: str, relative: str, runtime: dict[str, Any]) -> Any:
     if isinstance(cfg, (DictConfig, Mapping)):
         try:
             items = list(cfg.items())
         except OmegaConfBaseException as exc:
             raise ConfigError(f"cannot resolve config at '{where}': {exc}".splitlines()[0]) from exc
         values = {
-            key: _instantiate(value, f"{where}.{key}" if where else str(key))
+            key: _instantiate(value, _join(where, key), _join(relative, key), runtime)
             for key, value in items
             if key != TARGET_KEY
         }
+        for path in [p for p in runtime if p.rpartition(".")[0] == relative]:
+            values[path.rpartition(".")[2]] = runtime.pop(path)
         if TARGET_KEY not in cfg:
             return values
         target = cfg[TARGET_KEY]
@@ -122,17 +128,24 @@ def _instantiate(cfg: Any, where: str) -> Any:
     if isinstance(cfg, (ListConfig, list, tuple)) or (
         OmegaConf.is_config(cfg) and isinstance(cfg, Sequence)
     ):
-        return [_instantiate(value, f"{where}[{i}]") for i, value in enumerate(cfg)]
+        return [
+            _instantiate(value, f"{where}[{i}]", _join(relative, i), runtime)
+            for i, value in enumerate(cfg)
+        ]
     return cfg
 
 
-def instantiate(cfg: Any) -> Any:
+def instantiate(cfg: Any, runtime: Mapping[str, Any] | None = None) -> Any:
     """Recursively build every ``_target_`` node of a config.
 
     Args:
         cfg: a node made with :class:`~diffmatte.config.LazyCall`, a ``DictConfig``/``ListConfig``
             or plain dict/list containing such nodes, or any other value. Interpolations are
             resolved against the node's root config.
+        runtime: arguments that exist only when the program runs (the built model for the
+            optimizer's parameter groups, the iteration a resumed data stream starts at), by
+            dotted path relative to ``cfg``, e.g. ``{"params.model": model}``. They are passed
+            to the call of the node that holds them; the config itself is not changed.
 
     Returns:
         For a ``_target_`` node, the object returned by the call; for other mappings a plain
@@ -140,7 +153,12 @@ def instantiate(cfg: Any) -> Any:
         unchanged.
 
     Raises:
-        ConfigError: a target cannot be imported, or the arguments do not fit its signature
-            (the message names the config key). Errors raised inside the constructors propagate.
+        ConfigError: a target cannot be imported, the arguments do not fit its signature (the
+            message names the config key), or a ``runtime`` path names no mapping of ``cfg``.
+            Errors raised inside the constructors propagate.
     """
-    return _instantiate(cfg, "")
+    pending = dict(runtime or {})
+    built = _instantiate(cfg, "", "", pending)
+    if pending:
+        raise ConfigError(f"runtime argument(s) {sorted(pending)} match no node of the config")
+    return built

@@ -40,6 +40,23 @@ _FLAGS = {"allow_objects": True}
 _YAML_SUFFIXES = (".yaml", ".yml")
 
 
+def _divide(numerator: float | int, denominator: float | int) -> float:
+    if denominator == 0:
+        raise ValueError(f"${{div:{numerator},{denominator}}} divides by zero")
+    return numerator / denominator
+
+
+# ``${div:a,b}`` = a / b, for values derived from others, e.g. the warm-up fraction
+# ``${div:250,${train.max_iter}}``; omegaconf has no arithmetic of its own.
+if not OmegaConf.has_resolver("div"):
+    # omegaconf 2.4 renamed register_new_resolver (2.3) to register_resolver, whose 2.3
+    # namesake is the legacy string-only API.
+    if "replace" in inspect.signature(OmegaConf.register_resolver).parameters:
+        OmegaConf.register_resolver("div", _divide)
+    else:
+        OmegaConf.register_new_resolver("div", _divide)
+
+
 def _lists_for_tuples(obj: Any) -> Any:
     # omegaconf versions disagree on tuples (ListConfig vs TupleConfig): store lists everywhere.
     if isinstance(obj, Mapping) and not isinstance(obj, DictConfig):

@@ -85,3 +85,27 @@ def test_locate_and_target_to_string() -> None:
         locate("no_such_package_xyz.thing")
     with pytest.raises(ConfigError, match="import path"):
         target_to_string(lambda: None)
+
+
+def test_runtime_arguments_reach_their_node_without_changing_the_config() -> None:
+    cfg = L(types.SimpleNamespace)(
+        inner=L(fractions.Fraction)(denominator=4), items=[L(types.SimpleNamespace)(a=1)]
+    )
+    out = instantiate(cfg, runtime={"inner.numerator": 3, "items.0.b": 2, "top": "t"})
+    assert out.inner == fractions.Fraction(3, 4) and out.top == "t"
+    assert (out.items[0].a, out.items[0].b) == (1, 2)
+    assert "numerator" not in cfg.inner and "top" not in cfg
+    with pytest.raises(ConfigError, match=r"\['nowhere.x'\] match no node"):
+        instantiate(cfg, runtime={"inner.numerator": 3, "nowhere.x": 1})
+
+
+def test_div_resolver_derives_values() -> None:
+    from diffmatte.config import LazyConfig
+
+    cfg = LazyConfig.apply_overrides(
+        DictConfig({"n": 1000, "frac": "${div:250,${n}}"}, flags={"allow_objects": True}), ["n=500"]
+    )
+    assert cfg.frac == 0.5
+    cfg.n = 0
+    with pytest.raises(ConfigError, match="divides by zero"):
+        instantiate(cfg)
