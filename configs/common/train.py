@@ -14,7 +14,10 @@ COMPOSITES_PER_EPOCH = 43100
 
 train = dict(
     output_dir="./output",
+    # Weights to start from: this model's, or a part of it (a converted backbone).
     init_checkpoint="",
+    # With --resume: the training checkpoint to continue from; "": the newest in output_dir.
+    resume_from="",
     max_iter=90000,
     amp=dict(enabled=True, precision="fp16"),
     ddp=dict(broadcast_buffers=True, find_unused_parameters=False, fp16_compression=True),

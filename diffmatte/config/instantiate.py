@@ -88,6 +88,11 @@ def _target_name(target: Any) -> str:
     return f"{module}.{getattr(target, '__qualname__', repr(target))}"
 
 
+# What a constructor raises for an argument of the wrong type or value (``embed_dim='abc'``,
+# ``depth=-1``); exactly these types, not their subclasses, are reported as config errors.
+_BAD_VALUE_ERRORS = (TypeError, ValueError, RuntimeError, IndexError, ZeroDivisionError)
+
+
 def _check_call(target: Callable[..., Any], kwargs: Mapping[str, Any], where: str) -> None:
     try:
         signature = inspect.signature(target)
@@ -124,7 +129,15 @@ def _instantiate(cfg: Any, where: str, relative: str, runtime: dict[str, Any]) -
         if not callable(target):
             raise ConfigError(f"'{where}.{TARGET_KEY}' is not callable: {target!r}")
         _check_call(target, values, where or "<root>")
-        return target(**values)
+        try:
+            return target(**values)
+        except _BAD_VALUE_ERRORS as exc:
+            if type(exc) not in _BAD_VALUE_ERRORS:
+                raise  # A specific error (a dataset's, a checkpoint's) speaks for itself.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"'{where or '<root>'}': {_target_name(target)} refused its arguments ({reason})"
+            ) from exc
     if isinstance(cfg, (ListConfig, list, tuple)) or (
         OmegaConf.is_config(cfg) and isinstance(cfg, Sequence)
     ):
@@ -154,8 +167,11 @@ def instantiate(cfg: Any, runtime: Mapping[str, Any] | None = None) -> Any:
 
     Raises:
         ConfigError: a target cannot be imported, the arguments do not fit its signature (the
-            message names the config key), or a ``runtime`` path names no mapping of ``cfg``.
-            Errors raised inside the constructors propagate.
+            message names the config key), a constructor refuses a value (a plain
+            ``TypeError``, ``ValueError``, ``RuntimeError``, ``IndexError`` or
+            ``ZeroDivisionError``, reported with the node's key), or a ``runtime`` path names
+            no mapping of ``cfg``. Other errors of the constructors (e.g. a dataset's
+            ``DatasetError``) propagate.
     """
     pending = dict(runtime or {})
     built = _instantiate(cfg, "", "", pending)

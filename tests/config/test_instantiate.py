@@ -71,9 +71,22 @@ def test_unknown_target() -> None:
         instantiate({"_target_": "torch.nn.NoSuchLayer"})
 
 
-def test_constructor_errors_propagate() -> None:
-    with pytest.raises(ZeroDivisionError):
-        instantiate(L(fractions.Fraction)(numerator=1, denominator=0))
+def test_refused_values_name_the_key_and_specific_errors_propagate() -> None:
+    cfg = DictConfig({"frac": L(fractions.Fraction)(numerator=1, denominator=0)})
+    with pytest.raises(
+        ConfigError, match=r"^'frac': fractions.Fraction refused its arguments"
+    ) as info:
+        instantiate(cfg)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+    class SpecificError(ValueError):
+        pass
+
+    def fail() -> None:
+        raise SpecificError("kept as it is")
+
+    with pytest.raises(SpecificError, match="kept as it is"):
+        instantiate(L(fail)())
 
 
 def test_locate_and_target_to_string() -> None:

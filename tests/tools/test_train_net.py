@@ -183,7 +183,8 @@ def test_init_checkpoint_validation_and_eval_only(small_real_data, tmp_path):
         "dataloader.test.image_dir=image",
         "dataloader.test.trimap_dir=trimap",
         "dataloader.test.alpha_dir=alpha",
-        "train.eval_sampler=ddim2",
+        "train.eval_sampler.method=ddim",
+        "train.eval_sampler.steps=2",
     ]
     result = _run(
         _command(
@@ -233,24 +234,19 @@ def _model_parameter_names(output: Path):
 
 
 _WORKER = """
-import importlib.util, sys, torch
-spec = importlib.util.spec_from_file_location("train_net", {train_net!r})
-tn = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tn)
-from diffmatte.utils.distributed import get_rank, init_process_group, destroy_process_group
-args = tn.parse_args(sys.argv[1:])
-cfg = tn.setup(args)
-device = torch.device("cpu")
-init_process_group("cpu")
-trainer = tn.do_train(cfg, args, device)
-torch.save(trainer.unwrapped_model.state_dict(), f"{{cfg.train.output_dir}}/rank{{get_rank()}}.pth")
-destroy_process_group()
+import sys, torch
+from diffmatte.engine import training
+from diffmatte.utils.distributed import get_rank
+cfg = training.load_config(sys.argv[2], sys.argv[3:])
+trainer = training.run(cfg)
+state = trainer.unwrapped_model.state_dict()
+torch.save(state, f"{cfg.train.output_dir}/rank{get_rank()}.pth")
 """
 
 
 def test_two_process_gloo_keeps_ranks_identical(small_real_data, tmp_path):
     worker = tmp_path / "worker.py"
-    worker.write_text(_WORKER.format(train_net=str(TRAIN_NET)))
+    worker.write_text(_WORKER)
     output = tmp_path / "ddp"
     result = _run(
         [
