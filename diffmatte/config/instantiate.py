@@ -174,7 +174,9 @@ def instantiate(cfg: Any, runtime: Mapping[str, Any] | None = None) -> Any:
             ``DatasetError``) propagate.
     """
     pending = dict(runtime or {})
-    built = _instantiate(cfg, "", "", pending)
+    # Messages name keys from the config's root (model.backbone), also for a sub-node.
+    where = cfg._get_full_key(None) if isinstance(cfg, (DictConfig, ListConfig)) else ""
+    built = _instantiate(cfg, str(where or ""), "", pending)
     if pending:
         raise ConfigError(f"runtime argument(s) {sorted(pending)} match no node of the config")
     return built
