@@ -91,7 +91,11 @@ _INTEGER_OPTIONS = (
 )
 
 
+_MISSING = object()
+
+
 def _option(cfg: DictConfig, key: str, default: Any = None) -> Any:
+    """``cfg.train.<key>`` (dotted), or ``default`` when the config does not have it."""
     node: Any = cfg.train
     for part in key.split("."):
         if not isinstance(node, (DictConfig, dict)) or part not in node:
@@ -109,8 +113,12 @@ def check_train_options(cfg: DictConfig) -> None:
     if "train" not in cfg or not isinstance(cfg.train, DictConfig):
         raise ConfigError("the config has no 'train' section")
     for key, smallest, none_ok in _INTEGER_OPTIONS:
-        value = _option(cfg, key)
-        if value is None and (none_ok or key not in ("max_iter", "seed")):
+        value = _option(cfg, key, _MISSING)
+        if value is _MISSING:
+            if key in ("max_iter", "seed"):
+                raise ConfigError(f"train.{key}: missing from the config")
+            continue  # An older saved config without it: the default applies.
+        if value is None and none_ok:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
             raise ConfigError(f"train.{key}: expected an integer >= {smallest}, got {value!r}")
@@ -247,6 +255,7 @@ def _start_output(cfg: DictConfig, output_dir: Path) -> None:
     """Create the output folder, log to it, save the config, clear interrupted writes."""
     output_dir.mkdir(parents=True, exist_ok=True)
     setup_logger(output_dir, rank=get_rank())
+    logger.info("rank %d of %d, output in %s", get_rank(), get_world_size(), output_dir)
     if not is_main_process():
         return
     for path in remove_temporaries(output_dir):
@@ -285,7 +294,7 @@ def train(cfg: DictConfig, resume: bool = False) -> Trainer | None:
     if resumed is not None:
         load_checkpoint(model, resumed[0])
         messages.append(f"resuming from {resumed[0]} (iteration {resumed[1]['iteration']})")
-    elif cfg.train.init_checkpoint:
+    elif _option(cfg, "init_checkpoint"):
         messages.append(_load_init_checkpoint(model, cfg.train.init_checkpoint))
     elif resume:
         messages.append(f"no checkpoint in {output_dir}: starting from scratch")
@@ -337,10 +346,12 @@ def train(cfg: DictConfig, resume: bool = False) -> Trainer | None:
         self_align_stage2_step=_option(cfg, "self_align_stage2_step"),
         image_log_period=int(_option(cfg, "image_log_period") or 0),
     )
+    # 0: only after the last iteration (EvalHook always evaluates then).
+    eval_period = int(_option(cfg, "eval_period", 0))
     trainer.register_hooks(
         [
             IterationTimer(),
-            EvalHook(int(cfg.train.eval_period), validate, output_dir) if validate else None,
+            EvalHook(eval_period, validate, output_dir) if validate else None,
             PeriodicCheckpointer(checkpointer, int(_option(cfg, "checkpointer.period", max_iter))),
             PeriodicWriter(output_dir, int(_option(cfg, "log_period", 20)))
             if is_main_process()
@@ -374,7 +385,7 @@ def evaluate(cfg: DictConfig, resume: bool = False) -> tuple[str, dict[str, floa
     if resume:
         resumed = _resume_state(cfg, TrainingCheckpointer(cfg.train.output_dir))
         path = resumed[0] if resumed is not None else None
-    path = path or cfg.train.init_checkpoint
+    path = path or _option(cfg, "init_checkpoint")
     if not path:
         raise ConfigError("--eval-only needs train.init_checkpoint=<weights> (or --resume)")
     load_checkpoint(model, path)
@@ -392,7 +403,6 @@ def run(cfg: DictConfig, resume: bool = False, eval_only: bool = False) -> Any:
         What :func:`train` or :func:`evaluate` returns.
     """
     setup_logger(None, rank=get_rank())
-    logger.info("rank %d of %d", get_rank(), get_world_size())
     device = resolve_device(_option(cfg, "device", "auto"))
     distributed = init_process_group(device.type)
     try:
