@@ -195,13 +195,24 @@ def _build_validation(cfg: DictConfig, model: nn.Module) -> Callable[[], dict[st
     return validate
 
 
+def _read_training_state(path: Path) -> dict[str, Any]:
+    """A training checkpoint that a run can continue from."""
+    state = TrainingCheckpointer.load(path)
+    if "optimizer" not in state:
+        raise TrainingCheckpointError(
+            f"{path}: holds model weights only (as train.max_iter=0 writes), no training state "
+            f"to resume; start from them with train.init_checkpoint={path}"
+        )
+    return state
+
+
 def _intact_hint(checkpointer: TrainingCheckpointer, broken: Path | None) -> str:
     """Which checkpoint of the folder a run can resume from instead of ``broken``."""
     for path in checkpointer.checkpoints_newest_first():
         if broken is not None and path.resolve() == broken.resolve():
             continue
         try:
-            TrainingCheckpointer.load(path)
+            _read_training_state(path)
         except (CheckpointError, TrainingCheckpointError):
             continue
         return (
@@ -225,7 +236,7 @@ def _resume_state(
     if path is None:
         return None
     try:
-        return path, TrainingCheckpointer.load(path)
+        return path, _read_training_state(path)
     except (CheckpointError, TrainingCheckpointError) as exc:
         raise TrainingCheckpointError(f"{exc}{_intact_hint(checkpointer, path)}") from None
 

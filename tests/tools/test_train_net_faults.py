@@ -211,7 +211,8 @@ def test_resume_without_checkpoint_starts_from_scratch(tmp_path: Path) -> None:
 
 
 def _fake_training_checkpoint(path: Path, iteration: int) -> None:
-    torch.save({"model": _state_dict(TINY_MODEL, 0), "iteration": iteration}, path)
+    state = {"model": _state_dict(TINY_MODEL, 0), "optimizer": {}, "iteration": iteration}
+    torch.save(state, path)
 
 
 def test_corrupt_last_checkpoint_names_the_newest_intact_one(tmp_path: Path) -> None:
@@ -234,6 +235,17 @@ def test_corrupt_last_checkpoint_names_the_newest_intact_one(tmp_path: Path) -> 
     line = _assert_one_error(_train(tmp_path, "--resume", "train.output_dir=run"))
     assert "model_0000008.pth, which does not exist" in line
     assert "train.resume_from=run/model_0000004.pth" in line
+
+    # Weights only (what train.max_iter=0 writes) are a start, not a state to resume.
+    torch.save({"model": _state_dict(TINY_MODEL, 0), "iteration": 0}, run / "model_final.pth")
+    line = _assert_one_error(
+        _train(
+            tmp_path, "--resume", "train.resume_from=run/model_final.pth", "train.output_dir=run"
+        )
+    )
+    assert (
+        "holds model weights only" in line and "train.init_checkpoint=run/model_final.pth" in line
+    )
 
 
 @pytest.fixture(scope="module")
