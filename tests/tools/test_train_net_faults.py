@@ -83,7 +83,11 @@ SLOW = pytest.mark.slow
 BAD_INPUT = [
     (["--config-file", "configs/no_such.py"], ["configs/no_such.py", "not found"]),
     (["--config-file", str(CONFIG), "train.max_iter=abc"], ["train.max_iter", "'abc'"]),
-    (["--config-file", str(CONFIG), "model.backbone.depth=-1"], ["'model.backbone'", "ViT"]),
+    pytest.param(
+        ["--config-file", str(CONFIG), "model.backbone.depth=-1"],
+        ["'model.backbone'", "ViT"],
+        marks=SLOW,
+    ),
     pytest.param(
         ["--config-file", str(CONFIG), "train.max_iters=5"],
         ["did you mean 'train.max_iter'"],
@@ -231,6 +235,12 @@ def test_corrupt_last_checkpoint_names_the_newest_intact_one(tmp_path: Path) -> 
     )
     assert _files(tmp_path) == before
 
+
+@SLOW
+def test_missing_or_weights_only_resume_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    _fake_training_checkpoint(run / "model_0000004.pth", 4)
     (run / "last_checkpoint").write_text("model_0000008.pth")
     line = _assert_one_error(_train(tmp_path, "--resume", "train.output_dir=run"))
     assert "model_0000008.pth, which does not exist" in line
