@@ -10,8 +10,9 @@ Steps (each prints the equivalent command):
    ``diffmatte.data.synthetic_folders``);
 2. ``tools/train_net.py --config-file configs/quickstart.py`` (300 iterations, CPU, TensorBoard
    logs in ``<output-dir>/train``);
-3. ``inference.py --sample-strategy ddim10`` with the untrained weights (the initialisation
-   training starts from) and with the trained weights;
+3. the untrained weights (the initialisation training starts from: the same command with
+   ``train.max_iter=0``, in ``<output-dir>/init``), then ``inference.py --sample-strategy ddim10``
+   with them and with the trained weights;
 4. SAD / MSE / Grad / Conn of both prediction folders (``diffmatte.evaluation``), as a table.
 
 Usage:
@@ -30,9 +31,7 @@ import time
 from pathlib import Path
 
 from diffmatte.config import LazyConfig, instantiate
-from diffmatte.engine.checkpoint import save_model_weights
 from diffmatte.evaluation.evaluator import evaluate_folders, format_means
-from diffmatte.utils.rng import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "quickstart.py"
@@ -71,14 +70,6 @@ def make_data(config_overrides: list[str]) -> None:
         instantiate(node)
 
 
-def save_untrained(config_overrides: list[str], path: Path) -> None:
-    """The weights training starts from: the config's model built after the same seeding."""
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(CONFIG)), config_overrides)
-    # As tools/train_net.py seeds rank 0 before building the model.
-    seed_everything(int(cfg.train.seed))
-    save_model_weights(instantiate(cfg.model), path)
-
-
 def evaluate(pred_dir: Path, test_dir: Path) -> dict[str, float]:
     """Mean errors of a prediction folder against the test set."""
     evaluation = evaluate_folders(
@@ -100,12 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     make_data(overrides)
 
-    _run([sys.executable, "tools/train_net.py", "--config-file", str(CONFIG), *overrides])
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_untrained(overrides, run_dir / "model_init.pth")
+    train_net = [sys.executable, "tools/train_net.py", "--config-file", str(CONFIG), *overrides]
+    _run(train_net)
+    # The weights training started from: the same run with no iteration.
+    init_dir = output / "init"
+    _run([*train_net, "train.max_iter=0", f"train.output_dir={init_dir}"])
     rows = {}
-    for name, weights in (("untrained", "model_init.pth"), ("trained", "model_final.pth")):
+    for name, weights in (
+        ("untrained", init_dir / "model_final.pth"),
+        ("trained", run_dir / "model_final.pth"),
+    ):
         pred_dir = output / f"pred_{name}"
         _run(
             [
@@ -114,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--config-file",
                 str(CONFIG),
                 "--checkpoint",
-                str(run_dir / weights),
+                str(weights),
                 "--data-dir",
                 str(data_dir / "test"),
                 "--output-dir",
