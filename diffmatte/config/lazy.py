@@ -390,7 +390,15 @@ class LazyConfig:
             ConfigError: the config holds a value YAML cannot represent (an object, a lambda or
                 local class as target); the message names its key.
         """
-        container = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
-        text = OmegaConf.to_yaml(OmegaConf.create(_to_yaml_tree(container, "")))
-        path = atomic_write_text(filename, text)
+        path = atomic_write_text(filename, LazyConfig.to_yaml(cfg))
         logger.info("config saved to %s", path)
+
+    @staticmethod
+    def to_yaml(cfg: DictConfig | Mapping[str, Any]) -> str:
+        """The YAML text :meth:`save` writes (to check that a config can be saved, early).
+
+        Raises:
+            ConfigError: as :meth:`save`.
+        """
+        container = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
+        return OmegaConf.to_yaml(OmegaConf.create(_to_yaml_tree(container, "")))

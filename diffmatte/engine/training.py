@@ -48,7 +48,7 @@ from diffmatte.utils.distributed import (
     init_process_group,
     is_main_process,
 )
-from diffmatte.utils.fileio import remove_temporaries
+from diffmatte.utils.fileio import atomic_write_text, remove_temporaries
 from diffmatte.utils.image_io import ImageReadError
 from diffmatte.utils.logger import setup_logger
 from diffmatte.utils.rng import seed_everything
@@ -262,7 +262,7 @@ def _load_init_checkpoint(model: nn.Module, path: str) -> str:
     )
 
 
-def _start_output(cfg: DictConfig, output_dir: Path) -> None:
+def _start_output(output_dir: Path, config_text: str) -> None:
     """Create the output folder, log to it, save the config, clear interrupted writes."""
     output_dir.mkdir(parents=True, exist_ok=True)
     setup_logger(output_dir, rank=get_rank())
@@ -271,7 +271,8 @@ def _start_output(cfg: DictConfig, output_dir: Path) -> None:
         return
     for path in remove_temporaries(output_dir):
         logger.info("removed %s, left by an interrupted save", path.name)
-    LazyConfig.save(cfg, output_dir / "config.yaml")
+    atomic_write_text(output_dir / "config.yaml", config_text)
+    logger.info("config saved to %s", output_dir / "config.yaml")
 
 
 def train(cfg: DictConfig, resume: bool = False) -> Trainer | None:
@@ -295,6 +296,7 @@ def train(cfg: DictConfig, resume: bool = False) -> Trainer | None:
     device = resolve_device(_option(cfg, "device", "auto"))
     output_dir = Path(cfg.train.output_dir)
     check_output_dir(output_dir)
+    config_text = LazyConfig.to_yaml(cfg)  # a config that cannot be saved fails here
     max_iter = int(cfg.train.max_iter)
     # Ranks draw different noise (detectron2's default_setup: seed + rank).
     seed_everything(int(cfg.train.seed) + get_rank())
@@ -312,7 +314,7 @@ def train(cfg: DictConfig, resume: bool = False) -> Trainer | None:
     start_iter = int(resumed[1]["iteration"]) if resumed is not None else 0
 
     if max_iter == 0:
-        _start_output(cfg, output_dir)
+        _start_output(output_dir, config_text)
         for message in messages:
             logger.info(message)
         if is_main_process():
@@ -324,11 +326,12 @@ def train(cfg: DictConfig, resume: bool = False) -> Trainer | None:
     optimizer = instantiate(cfg.optimizer, runtime={"params.model": model})
     scheduler = LRMultiplier(optimizer, instantiate(cfg.lr_multiplier), max_iter)
     data_loader = instantiate(cfg.dataloader.train, runtime={"start_iter": start_iter})
-    validate = _build_validation(cfg, model)
 
-    _start_output(cfg, output_dir)
+    _start_output(output_dir, config_text)
     for message in messages:
         logger.info(message)
+    # Not a check: without a usable test folder, training runs without validation (logged).
+    validate = _build_validation(cfg, model)
     logger.info(
         "model: %s, %.2fM parameters",
         type(model).__name__,
