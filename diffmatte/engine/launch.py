@@ -155,8 +155,8 @@ def wrap_ddp(
     )
     options[sync_key] = broadcast_buffers
     if device.type == "cpu":
-        # Gradients written straight into the communication buckets: no copy, and no stride
-        # mismatch between a gradient and its bucket view (gloo warns about those).
+        # Gradients written straight into the communication buckets: no copy of each gradient
+        # into its bucket, the step where DDP warns when their strides differ.
         options["gradient_as_bucket_view"] = True
     wrapped = nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None, **options
