@@ -5,7 +5,7 @@ Differences from ``ViTS.py`` in the released ``configs/ViTB.py`` (Hu et al., ECC
 self-alignment stage 2 from epoch 80.
 """
 
-from .common.scheduler import WARMUP_ITERS
+from .common.scheduler import set_epoch_schedule
 from .ViTS import ITERS_PER_EPOCH, dataloader, lr_multiplier, model, optimizer, train
 
 # The decoder's first up block follows embed_dim through an interpolation.
@@ -14,15 +14,8 @@ model.backbone.num_heads = 12
 
 optimizer.lr = 2.5e-4
 
-train.max_iter = int(ITERS_PER_EPOCH * 170)
-train.self_align_stage2_step = int(ITERS_PER_EPOCH * 80)
+set_epoch_schedule(
+    train, lr_multiplier, ITERS_PER_EPOCH, epochs=170, milestone_epochs=[30, 90, 140],
+    values=[1.0, 0.1, 0.05, 0.01], stage2_epoch=80,
+)  # fmt: skip
 train.output_dir = "./output_of_train/ViTB"
-
-lr_multiplier.scheduler.values = [1.0, 0.1, 0.05, 0.01]
-lr_multiplier.scheduler.milestones = [
-    int(ITERS_PER_EPOCH * 30),
-    int(ITERS_PER_EPOCH * 90),
-    int(ITERS_PER_EPOCH * 140),
-]
-lr_multiplier.scheduler.num_updates = train.max_iter
-lr_multiplier.warmup_length = WARMUP_ITERS / train.max_iter

@@ -85,11 +85,37 @@ def test_common_configs_load(name: str) -> None:
 
 def test_shared_parts_instantiate_alone() -> None:
     diffusion = instantiate(LazyConfig.load(CONFIG_DIR / "common" / "diffusion.py").diffusion)
-    assert isinstance(diffusion, GaussianDiffusion) and diffusion.scale == 1.0
+    # The signal scale every released model uses.
+    assert isinstance(diffusion, GaussianDiffusion) and diffusion.scale == 0.2
     sampler = instantiate(LazyConfig.load(CONFIG_DIR / "common" / "sampler.py").sampler)
     assert isinstance(sampler, Sampler) and (sampler.method, sampler.steps) == ("ddpm", 1)
     multiplier = instantiate(LazyConfig.load(CONFIG_DIR / "common" / "scheduler.py").lr_multiplier)
     assert multiplier(0.0) == pytest.approx(0.001)
+    train = LazyConfig.load(CONFIG_DIR / "common" / "train.py").train
+    eval_sampler = instantiate(train.eval_sampler)
+    assert isinstance(eval_sampler, Sampler) and eval_sampler.strategy == "ddpm1"
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_schedule_follows_max_iter_override(name: str) -> None:
+    cfg = _load(name)
+    warmup_iters = cfg.lr_multiplier.warmup_length * cfg.train.max_iter
+    milestones = list(cfg.lr_multiplier.scheduler.milestones)
+    LazyConfig.apply_overrides(cfg, ["train.max_iter=1000"])
+    assert cfg.lr_multiplier.scheduler.num_updates == 1000
+    assert cfg.lr_multiplier.warmup_length == pytest.approx(warmup_iters / 1000)
+    multiplier = instantiate(cfg.lr_multiplier)
+    # The warm-up keeps its length in iterations: halfway through it the factor is ~0.5.
+    assert multiplier(warmup_iters / 2 / 1000) == pytest.approx(0.5005, abs=2e-3)
+    assert multiplier(warmup_iters / 1000) == pytest.approx(1.0)
+    # Milestones stay at their iterations; those beyond the shortened run are never reached.
+    reached = [m for m in milestones if m < 1000]
+    assert multiplier(999 / 1000) == cfg.lr_multiplier.scheduler["values"][len(reached)]
+    # A run shorter than the warm-up is all warm-up, rising linearly.
+    LazyConfig.apply_overrides(cfg, ["train.max_iter=10"])
+    multiplier = instantiate(cfg.lr_multiplier)
+    steps = [multiplier(i / 10) for i in range(10)]
+    assert steps[0] == pytest.approx(0.001) and steps == sorted(steps) and steps[-1] < 1.0
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -204,7 +230,7 @@ def test_configs_do_not_leak_into_each_other() -> None:
     assert list(res34.model.decoder.upsample_in) == [512, 256, 256, 128, 64, 32]
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_save_load_round_trip(name: str, tmp_path: Path) -> None:
     cfg = _load(name)
     LazyConfig.save(cfg, tmp_path / "config.yaml")
@@ -217,6 +243,26 @@ def test_save_load_round_trip(name: str, tmp_path: Path) -> None:
     )
     assert instantiate(loaded.model.diffusion).scale == 0.2
     assert instantiate(loaded.lr_multiplier)(0.5) == instantiate(cfg.lr_multiplier)(0.5)
+    # Derived values stay interpolations in the file, so they follow overrides after a reload.
+    LazyConfig.apply_overrides(loaded, ["train.max_iter=500"])
+    assert loaded.lr_multiplier.scheduler.num_updates == 500
+    assert instantiate(loaded.train.eval_sampler).strategy == (
+        "ddim10" if name == "quickstart" else "ddpm1"
+    )
+
+
+@pytest.mark.parametrize("name", COMMON)
+def test_common_configs_round_trip(name: str, tmp_path: Path) -> None:
+    cfg = LazyConfig.load(CONFIG_DIR / "common" / f"{name}.py")
+    LazyConfig.save(cfg, tmp_path / "config.yaml")
+    assert _yaml_tree(LazyConfig.load(tmp_path / "config.yaml")) == _yaml_tree(cfg)
+
+
+def test_configs_hold_no_slots_for_scripts() -> None:
+    # The model and the resumed iteration are run-time arguments, not config values.
+    for name in ALL_CONFIGS:
+        cfg = _load(name)
+        assert "model" not in cfg.optimizer.params and "start_iter" not in cfg.dataloader.train
 
 
 def test_optimizer_groups_for_vit() -> None:
@@ -232,8 +278,7 @@ def test_optimizer_groups_for_vit() -> None:
         ],
     )
     model = instantiate(cfg.model)
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
+    optimizer = instantiate(cfg.optimizer, runtime={"params.model": model})
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.defaults["betas"] == (0.9, 0.999)
     decay_of = {

@@ -84,13 +84,13 @@ CASES = {
         INFERENCE,
         ["model.backbone.embed_dim=abc"],
         2,
-        "model.backbone.embed_dim=abc: cannot build 'model.backbone'",
+        "model.backbone.embed_dim=abc: 'model.backbone'",
     ),
     "override-negative-depth": (
         INFERENCE,
         ["model.backbone.depth=-1"],
         2,
-        "model.backbone.depth=-1: cannot build 'model.backbone'",
+        "model.backbone.depth=-1: 'model.backbone'",
     ),
     "override-unknown-key": (
         INFERENCE,

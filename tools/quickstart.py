@@ -4,13 +4,15 @@ self on a held-out composed test set.
 
 Steps (each prints the equivalent command):
 
-1. synthetic training foregrounds (``diffmatte.data.synthetic``) and a Composition-1k-style test
-   set composed from other synthetic foregrounds and the bundled public-domain backgrounds
-   (``diffmatte.data.testset``), all seeded;
+1. synthetic training foregrounds and a Composition-1k-style test set composed from other
+   synthetic foregrounds and the bundled public-domain backgrounds, all seeded, in
+   ``<output-dir>/data`` (the data nodes of ``configs/quickstart.py``,
+   ``diffmatte.data.synthetic_folders``);
 2. ``tools/train_net.py --config-file configs/quickstart.py`` (300 iterations, CPU, TensorBoard
    logs in ``<output-dir>/train``);
-3. ``inference.py --sample-strategy ddim10`` with the untrained weights (the initialisation
-   training starts from) and with the trained weights;
+3. the untrained weights (the initialisation training starts from: the same command with
+   ``train.max_iter=0``, in ``<output-dir>/init``), then ``inference.py --sample-strategy ddim10``
+   with them and with the trained weights;
 4. SAD / MSE / Grad / Conn of both prediction folders (``diffmatte.evaluation``), as a table.
 
 Usage:
@@ -29,19 +31,10 @@ import time
 from pathlib import Path
 
 from diffmatte.config import LazyConfig, instantiate
-from diffmatte.data.sources import bundled_backgrounds
-from diffmatte.data.synthetic import write_foregrounds
-from diffmatte.data.testset import compose_testset
-from diffmatte.engine.checkpoint import save_model_weights
 from diffmatte.evaluation.evaluator import evaluate_folders, format_means
-from diffmatte.utils.rng import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "quickstart.py"
-TRAIN_FOREGROUNDS = 64
-TEST_FOREGROUNDS = 4
-FOREGROUND_SIZE = 256
-TEST_BGS_PER_FG = 2
 SAMPLE_STRATEGY = "ddim10"
 
 
@@ -68,29 +61,13 @@ def _run(command: list[str]) -> None:
     subprocess.run(command, check=True, cwd=REPO, env=env)
 
 
-def make_data(data_dir: Path) -> None:
-    """Synthetic training foregrounds and a composed test set (skipped when present)."""
-    _step(f"data in {data_dir}")
-    train_dir, test_fg_dir, test_dir = data_dir / "train", data_dir / "test_fg", data_dir / "test"
-    if not (train_dir / "alpha").is_dir():
-        write_foregrounds(train_dir, TRAIN_FOREGROUNDS, size=FOREGROUND_SIZE, seed=0)
-    if not (test_dir / "merged").is_dir():
-        write_foregrounds(
-            test_fg_dir, TEST_FOREGROUNDS, size=FOREGROUND_SIZE, seed=1, prefix="test"
-        )
-        compose_testset(test_fg_dir, bundled_backgrounds(), test_dir, bgs_per_fg=TEST_BGS_PER_FG)
-    print(
-        f"{TRAIN_FOREGROUNDS} training foregrounds, "
-        f"{TEST_FOREGROUNDS * TEST_BGS_PER_FG} test composites"
-    )
-
-
-def save_untrained(config_overrides: list[str], path: Path) -> None:
-    """The weights training starts from: the config's model built after the same seeding."""
+def make_data(config_overrides: list[str]) -> None:
+    """The config's synthetic training and test folders (made when missing)."""
     cfg = LazyConfig.apply_overrides(LazyConfig.load(str(CONFIG)), config_overrides)
-    # As tools/train_net.py seeds rank 0 before building the model.
-    seed_everything(int(cfg.train.seed))
-    save_model_weights(instantiate(cfg.model), path)
+    folders = (cfg.dataloader.train.dataset.foregrounds, cfg.dataloader.test.root)
+    _step("data in " + ", ".join(node.folder for node in folders))
+    for node in folders:
+        instantiate(node)
 
 
 def evaluate(pred_dir: Path, test_dir: Path) -> dict[str, float]:
@@ -107,19 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output_dir).resolve()
     data_dir, run_dir = output / "data", output / "train"
     overrides = [
-        f"dataloader.train.dataset.foregrounds={data_dir / 'train'}",
-        f"dataloader.test.root={data_dir / 'test'}",
+        f"dataloader.train.dataset.foregrounds.folder={data_dir / 'train'}",
+        f"dataloader.test.root.folder={data_dir / 'test'}",
         f"train.output_dir={run_dir}",
         *args.opts,
     ]
-    make_data(data_dir)
+    make_data(overrides)
 
-    _run([sys.executable, "tools/train_net.py", "--config-file", str(CONFIG), *overrides])
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_untrained(overrides, run_dir / "model_init.pth")
+    train_net = [sys.executable, "tools/train_net.py", "--config-file", str(CONFIG), *overrides]
+    _run(train_net)
+    # The weights training started from: the same run with no iteration.
+    init_dir = output / "init"
+    _run([*train_net, "train.max_iter=0", f"train.output_dir={init_dir}"])
     rows = {}
-    for name, weights in (("untrained", "model_init.pth"), ("trained", "model_final.pth")):
+    for name, weights in (
+        ("untrained", init_dir / "model_final.pth"),
+        ("trained", run_dir / "model_final.pth"),
+    ):
         pred_dir = output / f"pred_{name}"
         _run(
             [
@@ -128,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--config-file",
                 str(CONFIG),
                 "--checkpoint",
-                str(run_dir / weights),
+                str(weights),
                 "--data-dir",
                 str(data_dir / "test"),
                 "--output-dir",

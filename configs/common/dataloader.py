@@ -27,8 +27,7 @@ dataloader = dict(
         # Per process; the released runs used 2 or 4 GPUs (see each experiment config).
         batch_size=16,
         seed="${train.seed}",
-        # The training script sets the resumed iteration here.
-        start_iter=0,
+        # start_iter (the iteration a resumed run starts at) is given when the loader is built.
         num_workers=4,
         pin_memory=True,
     ),

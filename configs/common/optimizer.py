@@ -13,9 +13,8 @@ from diffmatte.config import LazyCall as L
 from diffmatte.engine.optim import get_param_groups
 
 optimizer = L(torch.optim.AdamW)(
+    # The model is a run-time argument: instantiate(optimizer, runtime={"params.model": model}).
     params=L(get_param_groups)(
-        # The training script puts the built model here before instantiating the optimizer.
-        model=None,
         base_lr="${..lr}",
         weight_decay="${..weight_decay}",
         weight_decay_norm=0.0,

@@ -88,6 +88,11 @@ def _target_name(target: Any) -> str:
     return f"{module}.{getattr(target, '__qualname__', repr(target))}"
 
 
+# What a constructor raises for an argument of the wrong type or value (``embed_dim='abc'``,
+# ``depth=-1``); exactly these types, not their subclasses, are reported as config errors.
+_BAD_VALUE_ERRORS = (TypeError, ValueError, RuntimeError, IndexError, ZeroDivisionError)
+
+
 def _check_call(target: Callable[..., Any], kwargs: Mapping[str, Any], where: str) -> None:
     try:
         signature = inspect.signature(target)
@@ -99,17 +104,23 @@ def _check_call(target: Callable[..., Any], kwargs: Mapping[str, Any], where: st
         raise ConfigError(f"cannot call {_target_name(target)} at '{where}': {exc}") from exc
 
 
-def _instantiate(cfg: Any, where: str) -> Any:
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _instantiate(cfg: Any, where: str, relative: str, runtime: dict[str, Any]) -> Any:
     if isinstance(cfg, (DictConfig, Mapping)):
         try:
             items = list(cfg.items())
         except OmegaConfBaseException as exc:
             raise ConfigError(f"cannot resolve config at '{where}': {exc}".splitlines()[0]) from exc
         values = {
-            key: _instantiate(value, f"{where}.{key}" if where else str(key))
+            key: _instantiate(value, _join(where, key), _join(relative, key), runtime)
             for key, value in items
             if key != TARGET_KEY
         }
+        for path in [p for p in runtime if p.rpartition(".")[0] == relative]:
+            values[path.rpartition(".")[2]] = runtime.pop(path)
         if TARGET_KEY not in cfg:
             return values
         target = cfg[TARGET_KEY]
@@ -120,27 +131,36 @@ def _instantiate(cfg: Any, where: str) -> Any:
         _check_call(target, values, where or "<root>")
         try:
             return target(**values)
-        except ConfigError:
-            raise
-        except Exception as exc:
-            # The innermost failing node; instantiate_key turns it into a one-line ConfigError.
-            if not hasattr(exc, "config_key"):
-                exc.config_key = where
-            raise
+        except _BAD_VALUE_ERRORS as exc:
+            if type(exc) not in _BAD_VALUE_ERRORS:
+                raise  # A specific error (a dataset's, a checkpoint's) speaks for itself.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            error = ConfigError(
+                f"'{where or '<root>'}': {_target_name(target)} refused its arguments ({reason})"
+            )
+            error.config_key = where  # instantiate_key names the override behind it
+            raise error from exc
     if isinstance(cfg, (ListConfig, list, tuple)) or (
         OmegaConf.is_config(cfg) and isinstance(cfg, Sequence)
     ):
-        return [_instantiate(value, f"{where}[{i}]") for i, value in enumerate(cfg)]
+        return [
+            _instantiate(value, f"{where}[{i}]", _join(relative, i), runtime)
+            for i, value in enumerate(cfg)
+        ]
     return cfg
 
 
-def instantiate(cfg: Any) -> Any:
+def instantiate(cfg: Any, runtime: Mapping[str, Any] | None = None) -> Any:
     """Recursively build every ``_target_`` node of a config.
 
     Args:
         cfg: a node made with :class:`~diffmatte.config.LazyCall`, a ``DictConfig``/``ListConfig``
             or plain dict/list containing such nodes, or any other value. Interpolations are
             resolved against the node's root config.
+        runtime: arguments that exist only when the program runs (the built model for the
+            optimizer's parameter groups, the iteration a resumed data stream starts at), by
+            dotted path relative to ``cfg``, e.g. ``{"params.model": model}``. They are passed
+            to the call of the node that holds them; the config itself is not changed.
 
     Returns:
         For a ``_target_`` node, the object returned by the call; for other mappings a plain
@@ -148,21 +168,29 @@ def instantiate(cfg: Any) -> Any:
         unchanged.
 
     Raises:
-        ConfigError: a target cannot be imported, or the arguments do not fit its signature
-            (the message names the config key). Errors raised inside the constructors propagate,
-            with an attribute ``config_key``: the key of the innermost node that failed, relative
-            to ``cfg``.
+        ConfigError: a target cannot be imported, the arguments do not fit its signature (the
+            message names the config key), a constructor refuses a value (a plain
+            ``TypeError``, ``ValueError``, ``RuntimeError``, ``IndexError`` or
+            ``ZeroDivisionError``, reported with the node's key), or a ``runtime`` path names
+            no mapping of ``cfg``. Other errors of the constructors (e.g. a dataset's
+            ``DatasetError``) propagate.
     """
-    return _instantiate(cfg, "")
+    pending = dict(runtime or {})
+    # Messages name keys from the config's root (model.backbone), also for a sub-node.
+    where = cfg._get_full_key(None) if isinstance(cfg, (DictConfig, ListConfig)) else ""
+    built = _instantiate(cfg, str(where or ""), "", pending)
+    if pending:
+        raise ConfigError(f"runtime argument(s) {sorted(pending)} match no node of the config")
+    return built
 
 
 def instantiate_key(cfg: Any, key: str, overrides: Sequence[str] = ()) -> Any:
-    """Instantiate ``cfg[key]``, turning a failure inside a constructor into one line.
+    """Instantiate ``cfg[key]``, naming the command-line override behind a refused value.
 
     A value given on the command line reaches the constructors unchecked
-    (``model.backbone.embed_dim=abc``, ``model.backbone.depth=-1``), and they fail with errors of
-    their own. This names the node that failed and the override responsible for it: the one
-    whose key lies at or below that node (the last such one, as later overrides win).
+    (``model.backbone.embed_dim=abc``, ``model.backbone.depth=-1``). When a constructor refuses
+    it, the one-line :class:`ConfigError` of :func:`instantiate` is prefixed with the override
+    whose key lies at or below the failing node (the last such one, as later overrides win).
 
     Args:
         cfg: the root config.
@@ -173,20 +201,14 @@ def instantiate_key(cfg: Any, key: str, overrides: Sequence[str] = ()) -> Any:
         The instantiated node.
 
     Raises:
-        ConfigError: as for :func:`instantiate`, or a constructor failed (one line naming the
-            override, or the node when no override applies).
+        ConfigError: as for :func:`instantiate`.
     """
     try:
         return instantiate(cfg[key])
-    except ConfigError:
-        raise
-    except Exception as exc:
-        relative = getattr(exc, "config_key", None)
-        if relative is None:
+    except ConfigError as err:
+        node = getattr(err, "config_key", None)
+        if not node:
             raise
-        node = f"{key}.{relative}" if relative else key
-        detail = (str(exc).strip().splitlines() or [""])[0]
-        problem = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
         blamed = [
             override
             for override in overrides
@@ -194,6 +216,6 @@ def instantiate_key(cfg: Any, key: str, overrides: Sequence[str] = ()) -> Any:
             or name.startswith(node + ".")
             or node.startswith(name + ".")
         ]
-        if blamed:
-            raise ConfigError(f"{blamed[-1]}: cannot build '{node}' ({problem})") from exc
-        raise ConfigError(f"cannot build '{node}' ({problem})") from exc
+        if not blamed:
+            raise
+        raise ConfigError(f"{blamed[-1]}: {err}") from err

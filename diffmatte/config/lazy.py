@@ -40,6 +40,23 @@ _FLAGS = {"allow_objects": True}
 _YAML_SUFFIXES = (".yaml", ".yml")
 
 
+def _divide(numerator: float | int, denominator: float | int) -> float:
+    if denominator == 0:
+        raise ValueError(f"${{div:{numerator},{denominator}}} divides by zero")
+    return numerator / denominator
+
+
+# ``${div:a,b}`` = a / b, for values derived from others, e.g. the warm-up fraction
+# ``${div:250,${train.max_iter}}``; omegaconf has no arithmetic of its own.
+if not OmegaConf.has_resolver("div"):
+    # omegaconf 2.4 renamed register_new_resolver (2.3) to register_resolver, whose 2.3
+    # namesake is the legacy string-only API.
+    if "replace" in inspect.signature(OmegaConf.register_resolver).parameters:
+        OmegaConf.register_resolver("div", _divide)
+    else:
+        OmegaConf.register_new_resolver("div", _divide)
+
+
 def _lists_for_tuples(obj: Any) -> Any:
     # omegaconf versions disagree on tuples (ListConfig vs TupleConfig): store lists everywhere.
     if isinstance(obj, Mapping) and not isinstance(obj, DictConfig):
@@ -373,7 +390,15 @@ class LazyConfig:
             ConfigError: the config holds a value YAML cannot represent (an object, a lambda or
                 local class as target); the message names its key.
         """
-        container = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
-        text = OmegaConf.to_yaml(OmegaConf.create(_to_yaml_tree(container, "")))
-        path = atomic_write_text(filename, text)
+        path = atomic_write_text(filename, LazyConfig.to_yaml(cfg))
         logger.info("config saved to %s", path)
+
+    @staticmethod
+    def to_yaml(cfg: DictConfig | Mapping[str, Any]) -> str:
+        """The YAML text :meth:`save` writes (to check that a config can be saved, early).
+
+        Raises:
+            ConfigError: as :meth:`save`.
+        """
+        container = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
+        return OmegaConf.to_yaml(OmegaConf.create(_to_yaml_tree(container, "")))

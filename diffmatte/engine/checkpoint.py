@@ -221,7 +221,9 @@ def _config_hint(file_shapes: Mapping[str, Shape], model_shapes: Mapping[str, Sh
     return None
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> KeyReport:
+def load_checkpoint(
+    model: nn.Module, path: str | Path, strict: bool = True, allow_missing: bool = False
+) -> KeyReport:
     """Load weights into ``model`` from a checkpoint file.
 
     Accepts raw state dicts, ``{"model": state_dict}``, ``module.`` prefixes and keys with or
@@ -232,6 +234,9 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
         path: checkpoint file (``.pth``).
         strict: fail unless keys and shapes match exactly. When False, every key present in
             both with the same shape is loaded, the rest is logged as a warning.
+        allow_missing: with ``strict``, keys the file lacks keep the model's values (a
+            backbone-only initialisation), but any unexpected or mis-shaped key still fails:
+            the file must be a part of this model, not another model.
 
     Returns:
         The :class:`KeyReport` (empty when everything matched).
@@ -249,8 +254,13 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
     if report.ok:
         model.load_state_dict(state_dict, strict=True)
         return report
+    if strict and allow_missing and not (report.unexpected or report.mismatched):
+        model.load_state_dict(state_dict, strict=False)
+        return report
     message = _format_report(path, report, _config_hint(file_shapes, model_shapes))
     if strict:
+        if allow_missing:
+            message += " (a file may lack keys of the model, but every key it has must be one)"
         raise CheckpointError(message)
     logger.warning(
         "%s Loading the %d matching keys only.", message, _count_matching(report, file_shapes)

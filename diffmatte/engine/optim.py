@@ -22,6 +22,7 @@ from fvcore.common.param_scheduler import (
     CompositeParamScheduler,
     ConstantParamScheduler,
     LinearParamScheduler,
+    MultiStepParamScheduler,
     ParamScheduler,
 )
 from torch import nn
@@ -30,6 +31,7 @@ __all__ = [
     "NORM_MODULE_TYPES",
     "vit_layer_id",
     "get_param_groups",
+    "MilestoneParamScheduler",
     "WarmupParamScheduler",
     "LRMultiplier",
 ]
@@ -149,17 +151,46 @@ def get_param_groups(
     return groups
 
 
+class MilestoneParamScheduler(MultiStepParamScheduler):
+    """fvcore's ``MultiStepParamScheduler`` for a run that may end before some milestones.
+
+    ``values[i]`` holds from ``milestones[i - 1]`` (0 for the first) to ``milestones[i]``, in
+    iterations of a run of ``num_updates`` iterations. Milestones at or after ``num_updates``
+    are never reached and are dropped (fvcore refuses them), so a run shortened with
+    ``train.max_iter=...`` keeps the schedule of its first iterations.
+
+    Args:
+        values: the value of each range, one more than ``milestones``.
+        num_updates: iterations of the run (``train.max_iter``), at least 1.
+        milestones: strictly increasing iteration numbers where the next value starts.
+    """
+
+    def __init__(self, values: list[float], num_updates: int, milestones: list[int]) -> None:
+        if len(values) != len(milestones) + 1:
+            raise ValueError(
+                f"the schedule needs one more value than milestones, got {len(values)} values "
+                f"and {len(milestones)} milestones"
+            )
+        if num_updates < 1:
+            raise ValueError(f"num_updates must be at least 1, got {num_updates}")
+        reached = [int(m) for m in milestones if m < num_updates]
+        super().__init__(list(values[: len(reached) + 1]), num_updates, reached)
+
+
 class WarmupParamScheduler(CompositeParamScheduler):
     """A param scheduler with a warm-up phase in front (detectron2 semantics).
 
     During the first ``warmup_length`` fraction of training the value goes from
     ``warmup_factor * scheduler(0)`` to ``scheduler(warmup_length)``, linearly or constantly;
-    afterwards it is ``scheduler(where)``. Configs write ``warmup_length=250 / max_iter``.
+    afterwards it is ``scheduler(where)``. Configs write 250 iterations as
+    ``warmup_length="${div:250,${train.max_iter}}"``. A warm-up longer than the run
+    (``warmup_length >= 1``) covers the whole run, which then ends at the value the warm-up
+    has reached after ``1 / warmup_length`` of it.
 
     Args:
-        scheduler: the main schedule, a function of ``where`` in [0, 1).
+        scheduler: the main schedule, a function of ``where`` in [0, 1].
         warmup_factor: starting factor, 0.001 in every released config.
-        warmup_length: fraction of training spent warming up, in [0, 1).
+        warmup_length: fraction of training spent warming up, >= 0.
         warmup_method: ``"linear"`` or ``"constant"``.
     """
 
@@ -170,19 +201,25 @@ class WarmupParamScheduler(CompositeParamScheduler):
         warmup_length: float,
         warmup_method: str = "linear",
     ) -> None:
-        if not 0.0 <= warmup_length < 1.0:
+        if not warmup_length >= 0.0:
             raise ValueError(
-                f"warmup_length is a fraction of training in [0, 1), got {warmup_length} "
+                f"warmup_length is a fraction of training, >= 0, got {warmup_length} "
                 "(write e.g. 250 / max_iter)"
             )
-        end_value = scheduler(warmup_length)
         start_value = warmup_factor * scheduler(0.0)
+        end_value = scheduler(min(warmup_length, 1.0))
         if warmup_method == "linear":
+            if warmup_length >= 1.0:
+                # Only the first 1 / warmup_length of the ramp fits in the run.
+                end_value = start_value + (end_value - start_value) / warmup_length
             warmup: ParamScheduler = LinearParamScheduler(start_value, end_value)
         elif warmup_method == "constant":
             warmup = ConstantParamScheduler(start_value)
         else:
             raise ValueError(f"unknown warmup_method {warmup_method!r} (linear or constant)")
+        if warmup_length >= 1.0:
+            super().__init__([warmup], interval_scaling=["rescaled"], lengths=[1.0])
+            return
         super().__init__(
             [warmup, scheduler],
             interval_scaling=["rescaled", "fixed"],
@@ -214,6 +251,8 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
     ) -> None:
         if not isinstance(multiplier, ParamScheduler):
             raise TypeError(f"multiplier must be an fvcore ParamScheduler, got {type(multiplier)}")
+        if int(max_iter) < 1:
+            raise ValueError(f"max_iter must be at least 1 to schedule, got {max_iter}")
         self._multiplier = multiplier
         self._max_iter = int(max_iter)
         super().__init__(optimizer, last_epoch=last_iter)

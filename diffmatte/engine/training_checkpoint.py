@@ -17,8 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from diffmatte.engine.checkpoint import read_checkpoint
 from diffmatte.utils.fileio import atomic_torch_save, atomic_write_text
 
 __all__ = [
@@ -90,6 +89,16 @@ class TrainingCheckpointer:
             path.unlink(missing_ok=True)
             logger.debug("removed old checkpoint %s", path)
 
+    def checkpoints_newest_first(self) -> list[Path]:
+        """The periodic checkpoints of the folder, newest first, then ``model_final.pth``."""
+        if not self.directory.is_dir():
+            return []
+        periodic = sorted(
+            (p for p in self.directory.iterdir() if _PERIODIC.match(p.name)), reverse=True
+        )
+        final = self.directory / "model_final.pth"
+        return periodic + ([final] if final.is_file() else [])
+
     def last_checkpoint(self) -> Path | None:
         """The checkpoint named by ``last_checkpoint``, or None when there is none."""
         marker = self.directory / LAST_CHECKPOINT_FILE
@@ -108,13 +117,12 @@ class TrainingCheckpointer:
         """Read a training checkpoint written by :meth:`save`.
 
         Raises:
-            TrainingCheckpointError: unreadable file or not a training checkpoint.
+            CheckpointError: missing or unreadable file
+                (:func:`~diffmatte.engine.checkpoint.read_checkpoint`).
+            TrainingCheckpointError: not a training checkpoint.
         """
         path = Path(path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure is reported in one line
-            raise TrainingCheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
+        state = read_checkpoint(path)
         if not isinstance(state, dict) or "model" not in state or "iteration" not in state:
             raise TrainingCheckpointError(
                 f"{path}: not a training checkpoint (needs 'model' and 'iteration' entries)"

@@ -13,6 +13,7 @@ temporary file is removed and a file already at the destination is left as it wa
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,17 +25,25 @@ __all__ = [
     "atomic_torch_save",
     "check_writable_file",
     "check_writable_folder",
+    "remove_temporaries",
 ]
 
 # Attempts at a fresh temporary name; 32 random bits make a second one practically never needed.
 _NAME_ATTEMPTS = 100
 
 
+_TEMPORARY_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
 def _create_temporary(path: Path) -> tuple[int, Path]:
     """Creates a new empty file ``.<name>.<random>.tmp`` beside ``path``; returns (fd, its path)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(_NAME_ATTEMPTS):
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        temporary = _temporary_name(path)
         try:
             return os.open(temporary, flags, 0o666), temporary
         except FileExistsError:
@@ -166,3 +175,27 @@ def check_writable_file(path: str | os.PathLike, inputs: Iterable[str | os.PathL
     except ValueError as err:
         raise ValueError(f"{path}: cannot be written ({str(err).split(': ', 1)[1]})") from None
     return path
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Removes the temporary files that interrupted atomic writes left in ``folder``.
+
+    A process killed while writing leaves its ``.<name>.<random>.tmp`` file behind (the
+    destination itself is intact). Call this when no other process writes into ``folder``,
+    e.g. when a training run starts or resumes in its output folder.
+
+    Args:
+        folder: the folder (not searched recursively); a missing folder has none.
+
+    Returns:
+        The removed files.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if _TEMPORARY_NAME.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

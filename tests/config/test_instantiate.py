@@ -78,14 +78,27 @@ def test_unknown_target() -> None:
         instantiate({"_target_": "torch.nn.NoSuchLayer"})
 
 
-def test_constructor_errors_propagate() -> None:
-    with pytest.raises(ZeroDivisionError):
-        instantiate(L(fractions.Fraction)(numerator=1, denominator=0))
+def test_refused_values_name_the_key_and_specific_errors_propagate() -> None:
+    cfg = DictConfig({"frac": L(fractions.Fraction)(numerator=1, denominator=0)})
+    with pytest.raises(
+        ConfigError, match=r"^'frac': fractions.Fraction refused its arguments"
+    ) as info:
+        instantiate(cfg)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+    class SpecificError(ValueError):
+        pass
+
+    def fail() -> None:
+        raise SpecificError("kept as it is")
+
+    with pytest.raises(SpecificError, match="kept as it is"):
+        instantiate(L(fail)())
 
 
 def test_constructor_errors_carry_the_node_key() -> None:
     cfg = DictConfig({"outer": {"inner": L(fractions.Fraction)(numerator=1, denominator=0)}})
-    with pytest.raises(ZeroDivisionError) as raised:
+    with pytest.raises(ConfigError) as raised:
         instantiate(cfg)
     assert raised.value.config_key == "outer.inner"
 
@@ -97,10 +110,12 @@ def test_instantiate_key_names_the_override() -> None:
     with pytest.raises(ConfigError) as raised:
         instantiate_key(cfg, "model", ["model.other=1", *overrides])
     message = str(raised.value)
-    assert message.startswith("model.layer.out_features=-1: cannot build 'model.layer' (")
+    assert message.startswith(
+        "model.layer.out_features=-1: 'model.layer': torch.nn.modules.linear.Linear refused"
+    )
     assert "\n" not in message
     cfg = DictConfig({"model": L(fractions.Fraction)(numerator=1, denominator=0)})
-    with pytest.raises(ConfigError, match=r"^cannot build 'model' \(ZeroDivisionError"):
+    with pytest.raises(ConfigError, match=r"^'model': fractions.Fraction refused its arguments"):
         instantiate_key(cfg, "model")
 
 
@@ -113,3 +128,27 @@ def test_locate_and_target_to_string() -> None:
         locate("no_such_package_xyz.thing")
     with pytest.raises(ConfigError, match="import path"):
         target_to_string(lambda: None)
+
+
+def test_runtime_arguments_reach_their_node_without_changing_the_config() -> None:
+    cfg = L(types.SimpleNamespace)(
+        inner=L(fractions.Fraction)(denominator=4), items=[L(types.SimpleNamespace)(a=1)]
+    )
+    out = instantiate(cfg, runtime={"inner.numerator": 3, "items.0.b": 2, "top": "t"})
+    assert out.inner == fractions.Fraction(3, 4) and out.top == "t"
+    assert (out.items[0].a, out.items[0].b) == (1, 2)
+    assert "numerator" not in cfg.inner and "top" not in cfg
+    with pytest.raises(ConfigError, match=r"\['nowhere.x'\] match no node"):
+        instantiate(cfg, runtime={"inner.numerator": 3, "nowhere.x": 1})
+
+
+def test_div_resolver_derives_values() -> None:
+    from diffmatte.config import LazyConfig
+
+    cfg = LazyConfig.apply_overrides(
+        DictConfig({"n": 1000, "frac": "${div:250,${n}}"}, flags={"allow_objects": True}), ["n=500"]
+    )
+    assert cfg.frac == 0.5
+    cfg.n = 0
+    with pytest.raises(ConfigError, match="divides by zero"):
+        instantiate(cfg)

@@ -7,6 +7,7 @@ from torch import nn
 
 from diffmatte.engine.optim import (
     LRMultiplier,
+    MilestoneParamScheduler,
     WarmupParamScheduler,
     get_param_groups,
     vit_layer_id,
@@ -124,6 +125,32 @@ def test_lr_multiplier_resume_restores_lr():
 def test_warmup_validation():
     base = MultiStepParamScheduler([1.0], num_updates=10)
     with pytest.raises(ValueError, match="fraction"):
-        WarmupParamScheduler(base, 0.001, 250)
+        WarmupParamScheduler(base, 0.001, -0.1)
     with pytest.raises(ValueError, match="warmup_method"):
         WarmupParamScheduler(base, 0.001, 0.1, warmup_method="cosine")
+
+
+def test_warmup_longer_than_the_run_covers_it():
+    # 250 warm-up iterations in a 100-iteration run: the run ends 40 % up the ramp.
+    schedule = WarmupParamScheduler(
+        MultiStepParamScheduler([1.0], num_updates=100), warmup_factor=0.001, warmup_length=2.5
+    )
+    assert schedule(0.0) == pytest.approx(0.001)
+    assert schedule(0.5) == pytest.approx(0.001 + 0.999 * 0.2)
+    assert schedule(1.0) == pytest.approx(0.001 + 0.999 * 0.4)
+
+
+def test_milestones_beyond_the_run_are_never_reached():
+    schedule = MilestoneParamScheduler([1.0, 0.1, 0.01], num_updates=500, milestones=[400, 800])
+    assert [schedule(i / 500) for i in (0, 399, 400, 499)] == [1.0, 1.0, 0.1, 0.1]
+    full = MilestoneParamScheduler([1.0, 0.1, 0.01], num_updates=1000, milestones=[400, 800])
+    fvcore = MultiStepParamScheduler([1.0, 0.1, 0.01], num_updates=1000, milestones=[400, 800])
+    assert [full(i / 1000) for i in range(1000)] == [fvcore(i / 1000) for i in range(1000)]
+    with pytest.raises(ValueError, match="one more value"):
+        MilestoneParamScheduler([1.0, 0.1], num_updates=500, milestones=[100, 200])
+
+
+def test_lr_multiplier_needs_iterations():
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="at least 1"):
+        LRMultiplier(opt, _schedule(), max_iter=0)

@@ -8,7 +8,12 @@ import threading
 import pytest
 import torch
 
-from diffmatte.utils.fileio import atomic_torch_save, atomic_write, atomic_write_text
+from diffmatte.utils.fileio import (
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_text,
+    remove_temporaries,
+)
 
 
 @pytest.fixture
@@ -102,3 +107,21 @@ def test_concurrent_writers_use_distinct_temporaries(tmp_path):
     lines = target.read_text().splitlines()
     assert len(lines) == 100 and len(set(lines)) == 1  # one writer's whole content
     assert os.listdir(tmp_path) == ["same.txt"]
+
+
+def test_remove_temporaries_of_interrupted_writes(tmp_path):
+    def interrupted(handle):
+        handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "model_0000010.pth", interrupted)
+    # A killed process cannot clean up: leave a temporary as it would.
+    left = tmp_path / ".model_0000010.pth.0a1b2c3d.tmp"
+    left.write_bytes(b"partial")
+    keep = [tmp_path / "model_0000010.tmp", tmp_path / ".hidden.tmp", tmp_path / "notes.txt"]
+    for path in keep:
+        path.write_text("x")
+    assert remove_temporaries(tmp_path) == [left]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in keep)
+    assert remove_temporaries(tmp_path / "missing") == []
