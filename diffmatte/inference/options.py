@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from diffmatte.utils.cpu import bf16_refusal
+
 __all__ = [
     "DEFAULT_MAX_ATTENTION_BIAS_BYTES",
     "DEFAULT_MAX_TILE_BYTES",
@@ -34,7 +36,8 @@ class InferenceOptions:
 
     Attributes:
         precision: "fp32", "fp16" or "bf16": the networks' compute precision. The sampler's
-            state and arithmetic and the outputs stay float32.
+            state and arithmetic and the outputs stay float32. fp16 needs CUDA; bf16 runs on
+            CUDA and on CPUs with native bf16 (see :mod:`diffmatte.utils.cpu`).
         reference: run the straightforward path (the networks exactly as trained, no folding,
             caching or tiling); the other speed options are then ignored. For checks.
         channels_last: keep decoder maps in channels-last memory format.
@@ -84,10 +87,17 @@ class InferenceOptions:
         """Raises ValueError (one line, naming the option) for options the device cannot run."""
         if self.cuda_graph and device.type != "cuda":
             raise ValueError(f"cuda_graph needs a CUDA device, not {device}")
-        if self.precision != "fp32" and device.type != "cuda":
-            raise ValueError(
-                f"precision {self.precision} needs a CUDA device; CPU inference runs in fp32"
-            )
+        if self.precision == "fp32" or device.type == "cuda":
+            return
+        if self.precision == "bf16" and device.type == "cpu":
+            reason = bf16_refusal()
+            if reason is not None:
+                raise ValueError(f"precision bf16 refused on the CPU: {reason}")
+            return
+        raise ValueError(
+            f"precision {self.precision} needs a CUDA device (or, for bf16, a CPU with native "
+            f"bf16); {device.type} inference runs in fp32"
+        )
 
     @property
     def dtype(self) -> torch.dtype:

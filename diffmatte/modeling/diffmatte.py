@@ -18,7 +18,8 @@ channels' share of the first convolutions, the mid block's feature branches; see
 7-channel decoder input re-assembled and :meth:`DUNet.forward` at every step) as the reference.
 Options for GPUs (:meth:`DiffMatte.set_inference_options`): autocast to float16 / bfloat16 for
 the networks while the sampler's arithmetic stays float32, ``torch.compile`` and CUDA-graph
-capture of the decoder step. On the CPU inference always runs in float32.
+capture of the decoder step. On the CPU inference runs in float32, or in bfloat16 autocast
+where the processor has native bf16 (:mod:`diffmatte.utils.cpu`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from diffmatte.modeling.trimap import (
     pad_bottom_right,
     padded_size,
 )
+from diffmatte.utils.cpu import bf16_refusal
 
 __all__ = [
     "PRECISIONS",
@@ -110,17 +112,22 @@ def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | 
         None for "fp32" (no autocast), else torch.float16 / torch.bfloat16.
 
     Raises:
-        ValueError: unknown precision, or half precision on a non-CUDA device (CPU inference
-            stays float32 by design: no silent fallback).
+        ValueError: unknown precision, fp16 on a non-CUDA device, or bf16 on a CPU without
+            native bf16 (:func:`diffmatte.utils.cpu.bf16_refusal`; no silent fallback).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if precision == "fp32":
         return None
-    if torch.device(device).type != "cuda":
+    device_type = torch.device(device).type
+    if precision == "bf16" and device_type == "cpu":
+        reason = bf16_refusal()
+        if reason is not None:
+            raise ValueError(f"precision 'bf16' refused on the CPU: {reason}")
+    elif device_type != "cuda":
         raise ValueError(
             f"precision {precision!r} needs a CUDA device; inference on "
-            f"{torch.device(device).type} runs in float32 (use precision 'fp32')"
+            f"{device_type} runs in float32 (use precision 'fp32')"
         )
     return PRECISIONS[precision]
 
@@ -242,8 +249,9 @@ class DiffMatte(nn.Module):
         """Speed options of :meth:`sample` (the fast path); results change only by rounding.
 
         Args:
-            precision: "fp32", or "fp16" / "bf16" (CUDA only): autocast of the backbone and the
-                decoder; the sampler's arithmetic and the outputs stay float32.
+            precision: "fp32", or "fp16" (CUDA) / "bf16" (CUDA, or a CPU with native bf16):
+                autocast of the backbone and the decoder; the sampler's arithmetic and the
+                outputs stay float32.
             compile_decoder: run the decoder step through ``torch.compile`` (compiled on the
                 first call, recompiled for new shapes).
             cuda_graph: capture the decoder step into a CUDA graph once per ``sample`` call and

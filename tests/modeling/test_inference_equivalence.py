@@ -21,6 +21,7 @@ from diffmatte.modeling.backbone.vit import (
 )
 from diffmatte.modeling.decoder.dunet import DUNet, UpsampleConv
 from diffmatte.modeling.diffmatte import DiffMatte, autocast_dtype
+from diffmatte.utils import cpu
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -204,16 +205,23 @@ def test_predict_alphas_equals_predict_alpha(model, strategy):
             predict_alphas(model, [images[0], images[0][:30]], [trimap, trimap], sampler)
 
 
-def test_half_precision_is_refused_on_cpu(model):
+def test_half_precision_on_cpu_needs_native_bf16(model, monkeypatch):
     assert autocast_dtype("fp32", "cpu") is None
-    for precision in ("fp16", "bf16"):
-        with pytest.raises(ValueError, match="needs a CUDA device.*float32"):
-            autocast_dtype(precision, "cpu")
+    with pytest.raises(ValueError, match="needs a CUDA device.*float32"):
+        autocast_dtype("fp16", "cpu")
     with pytest.raises(ValueError, match="precision must be one of"):
         model.set_inference_options(precision="fp8")
     image, trimap, noise = _inputs(1, 32, 32)
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    with pytest.raises(ValueError, match="bf16' refused on the CPU: .*avx512_bf16"):
+        autocast_dtype("bf16", "cpu")
     try:
         model.set_inference_options(precision="bf16")
+        with pytest.raises(ValueError, match="refused on the CPU"):
+            model.sample(image, trimap, noise=noise)
+        monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+        assert autocast_dtype("bf16", "cpu") == torch.bfloat16
+        model.set_inference_options(precision="fp16")
         with pytest.raises(ValueError, match="needs a CUDA device"):
             model.sample(image, trimap, noise=noise)
         model.set_inference_options(cuda_graph=True)
@@ -265,6 +273,23 @@ def test_compiled_decoder_step_equals_eager(model):
     finally:
         model.set_inference_options()
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
+
+
+def test_bf16_on_cpu_is_close_to_fp32(monkeypatch):
+    # bf16 is correct (only slow) without native support, so the check runs on every CPU.
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    model = _model()
+    image, trimap, noise = _inputs(1, 48, 40)
+    sampler = Sampler.from_strategy("ddim3")
+    fp32 = model.sample(image, trimap, sampler, noise=noise).alpha
+    try:
+        model.set_inference_options(precision="bf16")
+        bf16 = model.sample(image, trimap, sampler, noise=noise).alpha
+    finally:
+        model.set_inference_options()
+    assert bf16.dtype == torch.float32
+    difference = (bf16 - fp32).abs()
+    assert 0 < difference.max() < 0.05 and difference.mean() < 5e-3
 
 
 @pytest.mark.cuda

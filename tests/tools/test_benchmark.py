@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffmatte.utils import cpu
+
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny_vit.py"
 
@@ -87,10 +89,14 @@ def test_isolated_case_reports_its_process_peak(tool, capsys):
     assert record["peak_memory_mb"] > 100
 
 
-def test_bad_options_exit_2_with_one_line(tool, capsys):
-    assert tool.main(_args() + ["--precision", "bf16", "--sizes", "32"]) == 2
+def test_bad_options_exit_2_with_one_line(tool, capsys, monkeypatch):
+    assert tool.main(_args() + ["--precision", "fp16", "--sizes", "32"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs a CUDA device" in err[0]
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert tool.main(_args() + ["--precision", "bf16", "--sizes", "32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no native bf16 (flag avx512_bf16 or amx_bf16 missing" in err[0]
     assert tool.main(_args() + ["--strategies", "euler3"]) == 2
     assert "invalid sampling strategy" in capsys.readouterr().err
 
