@@ -8,7 +8,8 @@ Steps (each prints the equivalent command):
    set composed from other synthetic foregrounds and the bundled public-domain backgrounds
    (``diffmatte.data.testset``), all seeded;
 2. ``tools/train_net.py --config-file configs/quickstart.py`` (300 iterations, CPU, TensorBoard
-   logs in ``<output-dir>/train``);
+   logs in ``<output-dir>/train``), with bf16 autocast where the CPU has native bf16
+   (``avx512_bf16`` or ``amx_bf16``), else float32;
 3. ``inference.py --sample-strategy ddim10`` with the untrained weights (the initialisation
    training starts from) and with the trained weights;
 4. SAD / MSE / Grad / Conn of both prediction folders (``diffmatte.evaluation``), as a table.
@@ -34,6 +35,7 @@ from diffmatte.data.synthetic import write_foregrounds
 from diffmatte.data.testset import compose_testset
 from diffmatte.engine.checkpoint import save_model_weights
 from diffmatte.evaluation.evaluator import evaluate_folders, format_means
+from diffmatte.utils.cpu import bf16_support
 from diffmatte.utils.rng import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +103,17 @@ def evaluate(pred_dir: Path, test_dir: Path) -> dict[str, float]:
     return evaluation.evaluator.summary()
 
 
+def bf16_training_overrides() -> list[str]:
+    """bf16 autocast for training where the CPU has native bf16 (else float32), said in one
+    line; a trailing ``train.amp.enabled=False`` turns it off again."""
+    support = bf16_support()
+    if not support.native:
+        print(f"training in float32: {support.reason}", flush=True)
+        return []
+    print(f"training with bf16 autocast: the CPU has {', '.join(support.flags)}", flush=True)
+    return ["train.amp.enabled=True", "train.amp.precision=bf16"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.time()
@@ -110,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         f"dataloader.train.dataset.foregrounds={data_dir / 'train'}",
         f"dataloader.test.root={data_dir / 'test'}",
         f"train.output_dir={run_dir}",
+        *bf16_training_overrides(),
         *args.opts,
     ]
     make_data(data_dir)
