@@ -1,9 +1,10 @@
 """InferenceOptions.check_device: which precisions each device accepts."""
 
+import numpy as np
 import pytest
 import torch
 
-from diffmatte.inference import InferenceOptions
+from diffmatte.inference import InferenceOptions, Predictor
 from diffmatte.utils import cpu
 
 CPU = torch.device("cpu")
@@ -49,3 +50,20 @@ def test_this_machine_accepts_bf16_exactly_when_it_has_native_bf16():
     else:
         with pytest.raises(ValueError, match="refused on the CPU"):
             options.check_device(CPU)
+
+
+def test_predictor_runs_bf16_on_a_cpu_with_native_bf16(build_tiny_model, monkeypatch, one_thread):
+    _flags(monkeypatch, "avx512f avx512_bf16")
+    rng = np.random.default_rng(0)
+    image = rng.random((40, 48, 3), dtype=np.float32)
+    trimap = np.full((40, 48), 128, np.uint8)
+    trimap[:8], trimap[-8:] = 0, 255
+    model = build_tiny_model()
+    fp32 = Predictor(model, InferenceOptions(), "cpu").predict(image, trimap, "ddim2").alpha
+    bf16_predictor = Predictor(model, InferenceOptions(precision="bf16"), "cpu")
+    bf16 = bf16_predictor.predict(image, trimap, "ddim2").alpha
+    assert bf16.dtype == np.float32
+    assert 0 < np.abs(bf16 - fp32).max() < 0.05
+    _flags(monkeypatch, "avx2")
+    with pytest.raises(ValueError, match="refused on the CPU"):
+        Predictor(model, InferenceOptions(precision="bf16"), "cpu")
