@@ -9,7 +9,7 @@ Steps (each prints the equivalent command):
    ``<output-dir>/data`` (the data nodes of ``configs/quickstart.py``,
    ``diffmatte.data.synthetic_folders``);
 2. ``tools/train_net.py --config-file configs/quickstart.py`` (300 iterations, CPU, TensorBoard
-   logs in ``<output-dir>/train``);
+   logs in ``<output-dir>/train``), with bf16 autocast where the CPU has native bf16, else fp32;
 3. the untrained weights (the initialisation training starts from: the same command with
    ``train.max_iter=0``, in ``<output-dir>/init``), then ``inference.py --sample-strategy ddim10``
    with them and with the trained weights;
@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from diffmatte.config import LazyConfig, instantiate
+from diffmatte.engine.training import bf16_training_overrides
 from diffmatte.evaluation.evaluator import evaluate_folders, format_means
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         f"dataloader.train.dataset.foregrounds.folder={data_dir / 'train'}",
         f"dataloader.test.root.folder={data_dir / 'test'}",
         f"train.output_dir={run_dir}",
+        *bf16_training_overrides(),
         *args.opts,
     ]
     make_data(overrides)

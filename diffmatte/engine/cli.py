@@ -52,7 +52,8 @@ def add_sampling_arguments(
         "--precision",
         choices=tuple(PRECISIONS),
         default="fp32",
-        help="autocast precision of the networks (fp16/bf16 need CUDA; the sampler stays fp32)",
+        help="autocast precision of the networks (fp16 needs CUDA, bf16 CUDA or a CPU with "
+        "native bf16: avx512_bf16 or amx_bf16; the sampler stays fp32)",
     )
     parser.add_argument(
         "--compile", action="store_true", help="run the decoder step through torch.compile"

@@ -2,9 +2,10 @@
 
 The loop reproduces the original trainer (docs/original_release.md#trainer; an ``AMPTrainer``
 subclass there): an endless data stream, forward and loss under autocast (CUDA fp16 with a
-``GradScaler`` by default, bf16 or fp32 selectable; the CPU always trains in fp32), total loss =
-unweighted sum of the criterion's terms, the learning-rate scheduler stepped once per iteration,
-and the self-aligned training mode switched by iteration:
+``GradScaler`` by default, bf16 or fp32 selectable; the CPU trains in fp32, or in bf16 where the
+processor has native bf16), total loss = unweighted sum of the criterion's terms, the
+learning-rate scheduler stepped once per iteration, and the self-aligned training mode switched
+by iteration:
 
 - iterations ``< self_align_stage2_step`` train plainly ("none");
 - from ``self_align_stage2_step`` on, stage 2 ("stage2");
@@ -30,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from diffmatte.utils.cpu import bf16_refusal
 from diffmatte.utils.distributed import get_rank, get_world_size, is_main_process
 from diffmatte.utils.rng import capture_rng_state, restore_rng_state
 
@@ -184,6 +186,19 @@ class _Capture:
         object.__setattr__(self.model, "criterion", self._criterion)
 
 
+def _device_amp_mode(amp: str, device: torch.device) -> str:
+    """The AMP mode that runs on ``device``: any on CUDA; on the CPU bf16 (with native bf16 only,
+    else ValueError naming the missing feature) or fp32 ("off") for fp16."""
+    if device.type == "cuda" or amp == "off":
+        return amp
+    if amp == "bf16" and device.type == "cpu":
+        reason = bf16_refusal()
+        if reason is not None:
+            raise ValueError(f"train.amp.precision=bf16 refused on the CPU: {reason}")
+        return amp
+    return "off"
+
+
 class Trainer:
     """Runs the DiffMatte training loop with hooks.
 
@@ -195,7 +210,8 @@ class Trainer:
         optimizer: the optimizer.
         scheduler: a per-iteration LR scheduler (stepped after every optimizer step) or None.
         amp: "fp16" (autocast + GradScaler, the original's setting), "bf16" (autocast, no
-            scaler) or "off"; ignored (fp32) on the CPU.
+            scaler) or "off". On the CPU fp16 trains in fp32, and bf16 runs only where the
+            processor has native bf16 (:mod:`diffmatte.utils.cpu`).
         grad_clip: max total gradient norm (None: no clipping; the norm is logged either way).
         self_align_stage1_step: first iteration of self-alignment stage 1 (None: never).
         self_align_stage2_step: first iteration of self-alignment stage 2 (None: never).
@@ -222,9 +238,11 @@ class Trainer:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.device = next(model.parameters()).device
-        self.amp = amp if self.device.type == "cuda" else "off"
+        self.amp = _device_amp_mode(amp, self.device)
         if self.amp != amp:
             logger.info("mixed precision %r requested; training in fp32 on %s", amp, self.device)
+        elif self.amp == "bf16" and self.device.type == "cpu":
+            logger.info("training with bf16 autocast on the CPU (native bf16), no gradient scaler")
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.grad_clip = grad_clip
         self.self_align_stage1_step = self_align_stage1_step

@@ -41,6 +41,7 @@ from diffmatte.engine.trainer import Trainer
 from diffmatte.engine.training_checkpoint import TrainingCheckpointer, TrainingCheckpointError
 from diffmatte.evaluation.evaluator import EvaluationError
 from diffmatte.inference.functional import resolve_device
+from diffmatte.utils.cpu import bf16_support
 from diffmatte.utils.distributed import (
     destroy_process_group,
     get_rank,
@@ -424,3 +425,17 @@ def run(cfg: DictConfig, resume: bool = False, eval_only: bool = False) -> Any:
     finally:
         if distributed:
             destroy_process_group()
+
+
+def bf16_training_overrides() -> list[str]:
+    """Overrides that train with bf16 autocast where the CPU has native bf16, said in one line.
+
+    A later ``train.amp.enabled=False`` turns it off again. Returns no override (float32) on a
+    CPU without native bf16, where bf16 runs slower than float32.
+    """
+    support = bf16_support()
+    if not support.native:
+        print(f"training in float32: {support.reason}", flush=True)
+        return []
+    print(f"training with bf16 autocast: the CPU has {', '.join(support.flags)}", flush=True)
+    return ["train.amp.enabled=True", "train.amp.precision=bf16"]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from diffmatte.utils.cpu import bf16_refusal
+
 __all__ = [
     "ATTENTION_KERNELS",
     "DEFAULT_MAX_ATTENTION_BIAS_BYTES",
@@ -38,7 +40,8 @@ class InferenceOptions:
 
     Attributes:
         precision: "fp32", "fp16" or "bf16": the networks' compute precision. The sampler's
-            state and arithmetic and the outputs stay float32.
+            state and arithmetic and the outputs stay float32. fp16 needs CUDA; bf16 runs on
+            CUDA and on CPUs with native bf16 (see :mod:`diffmatte.utils.cpu`).
         reference: run the straightforward path (``DiffMatte.sample``: the networks exactly as
             trained, float32, no folding, caching or tiling); the other model options are then
             ignored. For checks.
@@ -109,10 +112,17 @@ class InferenceOptions:
         device = torch.device(device)
         if self.cuda_graph and device.type != "cuda":
             raise ValueError(f"cuda_graph needs a CUDA device, not {device}")
-        if self.precision != "fp32" and device.type != "cuda":
-            raise ValueError(
-                f"precision {self.precision} needs a CUDA device; CPU inference runs in fp32"
-            )
+        if self.precision == "fp32" or device.type == "cuda":
+            return
+        if self.precision == "bf16" and device.type == "cpu":
+            reason = bf16_refusal()
+            if reason is not None:
+                raise ValueError(f"precision bf16 refused on the CPU: {reason}")
+            return
+        raise ValueError(
+            f"precision {self.precision} needs a CUDA device (or, for bf16, a CPU with native "
+            f"bf16); {device.type} inference runs in fp32"
+        )
 
     @property
     def dtype(self) -> torch.dtype:

@@ -92,7 +92,7 @@ def test_isolated_case_reports_its_process_peak(tool):
 
 def test_bad_options_exit_2_with_one_line(tool):
     for extra, expected in (
-        (["--precision", "bf16", "--sizes", "32"], "needs a CUDA device"),
+        (["--precision", "fp16", "--sizes", "32"], "needs a CUDA device"),
         (["--strategies", "euler3"], "invalid sampling strategy"),
         (["--strategies", "ddim5000"], "1 <= N <= 1000"),
         (["--seed", "-3"], "seed -3: out of range"),
