@@ -1,0 +1,73 @@
+"""App test fixtures: a tiny checkpoint, the page served in this process, the reference alpha
+of ``run_one_image.py``."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffmatte.data.sources import bundled_lemur_dir
+from diffmatte.engine.checkpoint import save_model_weights
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LEMUR_IMAGE = bundled_lemur_dir() / "image" / "lemur.png"
+LEMUR_TRIMAP = bundled_lemur_dir() / "trimap" / "lemur.png"
+STRATEGY, SEED = "ddim2", 8282
+
+
+@pytest.fixture(scope="session")
+def app_model(tmp_path_factory, tiny_config, build_tiny_model):
+    """(config, checkpoint) the app tests run: the tiny config with random weights saved to a
+    file, or the pair named by DIFFMATTE_APP_CONFIG / DIFFMATTE_APP_CHECKPOINT (for a
+    screenshot with a trained model)."""
+    config = os.environ.get("DIFFMATTE_APP_CONFIG")
+    checkpoint = os.environ.get("DIFFMATTE_APP_CHECKPOINT")
+    if config and checkpoint:
+        return str(config), str(checkpoint)
+    folder = tmp_path_factory.mktemp("checkpoints")
+    return str(tiny_config), str(save_model_weights(build_tiny_model(0), folder / "tiny.pth"))
+
+
+@pytest.fixture(scope="session")
+def reference_alpha(app_model, tmp_path_factory):
+    """``run_one_image.py`` on the lemur (ddim2, seed 8282): (alpha PNG as uint8, float .npy)."""
+    out = tmp_path_factory.mktemp("reference")
+    config, checkpoint = app_model
+    command = [
+        sys.executable, str(REPO_ROOT / "run_one_image.py"),
+        "--config-file", config, "--checkpoint", checkpoint,
+        "--image", str(LEMUR_IMAGE), "--trimap", str(LEMUR_TRIMAP),
+        "--output-dir", str(out / "alpha.png"), "--output-npy", str(out / "alpha.npy"),
+        "--sample-strategy", STRATEGY, "--seed", str(SEED), "--device", "cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    from diffmatte.utils.image_io import read_gray
+
+    return read_gray(out / "alpha.png"), np.load(out / "alpha.npy")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory, app_model):
+    """The page served on 127.0.0.1 from this process, its checkpoints folder holding the
+    app model's checkpoint; closed at the end of the session."""
+    pytest.importorskip("gradio", reason="the app extra is not installed (pip install -e .[app])")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from diffmatte.app.ui import launch
+
+    checkpoints = tmp_path_factory.mktemp("app_checkpoints")
+    os.symlink(app_model[1], checkpoints / Path(app_model[1]).name)
+    demo = launch("127.0.0.1", _free_port(), checkpoints, block=False, root=REPO_ROOT)
+    yield demo.local_url.rstrip("/")
+    demo.close()
