@@ -201,6 +201,7 @@ def build_app(
                     checkpoint = gr.Dropdown(
                         [(choice.label, str(choice.checkpoint)) for choice in found],
                         value=None if first is None else str(first.checkpoint),
+                        allow_custom_value=True,
                         label=f"Checkpoint (found in {checkpoints_dir}/)",
                         elem_id="checkpoint",
                     )
