@@ -236,8 +236,8 @@ def build_app(
                     background_file = gr.File(
                         label="or a background image", file_types=["image"], type="filepath"
                     )
-                run_button = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column(scale=1):
+                run_button = gr.Button("Run", variant="primary", elem_id="run")
                 status = gr.Markdown("Ready.", elem_id="status")
                 alpha = gr.Image(
                     label="Alpha matte", format="png", interactive=False, elem_id="alpha"
@@ -251,7 +251,7 @@ def build_app(
                 )  # fmt: skip
                 trajectory = gr.Gallery(
                     label="Trajectory: the alpha predicted at each step (x̂0)", columns=5,
-                    format="png", elem_id="trajectory",
+                    height="auto", format="png", elem_id="trajectory",
                 )  # fmt: skip
                 timings = gr.Markdown(elem_id="timings")
                 downloads = gr.File(
@@ -266,7 +266,9 @@ def build_app(
         # The one named event lets API clients ask for the preview too.
         source.change(preview, trimap_inputs, outputs, api_name="preview")
         for trigger in (image_file.change, trimap_file.change, mask_file.change, band.release,
-                        inside.release, grow.release, editor.change):  # fmt: skip
+                        inside.release, grow.release, editor.change,
+                        # A finished stroke is an input event.
+                        editor.input, editor.apply):  # fmt: skip
             trigger(preview, trimap_inputs, outputs, api_name=False)
         image_file.change(_editor_value, image_file, editor, api_name=False)
         source.change(

@@ -2,6 +2,7 @@
 of ``run_one_image.py``."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -71,3 +72,56 @@ def app_url(tmp_path_factory, app_model):
     demo = launch("127.0.0.1", _free_port(), checkpoints, block=False, root=REPO_ROOT)
     yield demo.local_url.rstrip("/")
     demo.close()
+
+
+CHROMIUM_ARGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1400,1800",
+)  # fmt: skip
+
+
+def _chromium_paths() -> tuple[str, str] | None:
+    """(browser, driver) from the Debian packages ``chromium`` and ``chromium-driver``."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file() else None
+    )
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory):
+    """A headless Chromium driven by Selenium, downloading into ``chromium.download_dir``.
+
+    Nothing is downloaded at run time: the browser and its driver are the system's (Debian's
+    ``chromium`` and ``chromium-driver``), given to Selenium by path, and Selenium's driver
+    manager is kept offline.
+    """
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e .[app])")
+    paths = _chromium_paths()
+    if paths is None:
+        pytest.skip("chromium / chromedriver not found (apt-get install chromium chromium-driver)")
+    os.environ["SE_OFFLINE"] = "true"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    downloads = tmp_path_factory.mktemp("downloads")
+    options = webdriver.ChromeOptions()
+    options.binary_location = paths[0]
+    for argument in CHROMIUM_ARGS:
+        options.add_argument(argument)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium_profile')}")
+    options.add_experimental_option(
+        "prefs",
+        {
+            "download.default_directory": str(downloads),
+            "download.prompt_for_download": False,
+            # Several downloads from one page are allowed without asking.
+            "profile.default_content_setting_values.automatic_downloads": 1,
+        },
+    )
+    driver = webdriver.Chrome(service=Service(executable_path=paths[1]), options=options)
+    driver.download_dir = downloads
+    yield driver
+    driver.quit()
