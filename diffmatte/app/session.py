@@ -132,7 +132,8 @@ def find_checkpoints(
     if folder.is_dir():
         for path in sorted(folder.rglob("*")):
             if path.suffix in CHECKPOINT_SUFFIXES and path.name not in UNTRAINED_NAMES:
-                choices.append(CheckpointChoice(str(path), path, guess_config(path, configs)))
+                label = f"{folder.name}/{path.relative_to(folder).as_posix()}"
+                choices.append(CheckpointChoice(label, path, guess_config(path, configs)))
     quickstart = Path(root) / QUICKSTART_CHECKPOINT
     if quickstart.is_file():
         choices.append(

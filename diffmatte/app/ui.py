@@ -202,7 +202,7 @@ def build_app(
                         [(choice.label, str(choice.checkpoint)) for choice in found],
                         value=None if first is None else str(first.checkpoint),
                         allow_custom_value=True,
-                        label=f"Checkpoint (found in {checkpoints_dir}/)",
+                        label="Checkpoint (from the checkpoints folder, or the quickstart's)",
                         elem_id="checkpoint",
                     )
                     checkpoint_path = gr.Textbox(
@@ -210,7 +210,7 @@ def build_app(
                         elem_id="checkpoint-path",
                     )  # fmt: skip
                     config = gr.Dropdown(
-                        configs,
+                        [(os.path.relpath(path, root), path) for path in configs],
                         value=None if first is None else first.config,
                         allow_custom_value=True,
                         label="Config (the one the checkpoint was trained with; a path works)",

@@ -67,7 +67,8 @@ def app_url(tmp_path_factory, app_model):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from diffmatte.app.ui import launch
 
-    checkpoints = tmp_path_factory.mktemp("app_checkpoints")
+    checkpoints = tmp_path_factory.mktemp("app") / "checkpoints"
+    checkpoints.mkdir()
     os.symlink(app_model[1], checkpoints / Path(app_model[1]).name)
     demo = launch("127.0.0.1", _free_port(), checkpoints, block=False, root=REPO_ROOT)
     yield demo.local_url.rstrip("/")

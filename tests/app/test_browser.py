@@ -64,11 +64,15 @@ def _download(driver, name: str) -> Path:
 
 
 def _full_page_screenshot(driver, path: str) -> None:
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, height)
+    """The whole page from its top, 1400 CSS pixels wide."""
+    driver.execute_script("window.scrollTo(0, 0)")
+    height = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]["height"]
+    metrics = {"width": 1400, "height": int(height), "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
     time.sleep(1)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(path)
-    driver.set_window_size(1400, 1800)
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_upload_run_download_equals_run_one_image(chromium, app_url, app_model, reference_alpha):
@@ -78,7 +82,8 @@ def test_upload_run_download_equals_run_one_image(chromium, app_url, app_model, 
     _upload(chromium, "trimap-file", LEMUR_TRIMAP)
     info = _wait_text(chromium, "#trimap-info", lambda text: text.startswith("Trimap"))
     assert info.startswith("Trimap 680x440: foreground"), info
-    _type_into(chromium, "#config input", str(Path(app_model[0]).resolve()))
+    if not chromium.find_element(By.CSS_SELECTOR, "#config input").get_attribute("value"):
+        _type_into(chromium, "#config input", str(Path(app_model[0]).resolve()))
     _type_into(chromium, "#strategy input", "ddim2")
     chromium.find_element(By.CSS_SELECTOR, "#run").click()
     status = _wait_text(chromium, "#status", lambda text: text.startswith(("Done", "⚠")))

@@ -29,6 +29,10 @@ def test_find_checkpoints_pairs_configs_and_offers_the_quickstart(tmp_path):
         (tmp_path / "checkpoints" / name).write_bytes(b"")
     choices = session.find_checkpoints(tmp_path / "checkpoints", tmp_path)
     assert [Path(choice.checkpoint).name for choice in choices] == ["ViTS.pth", "other.pt"]
+    assert [choice.label for choice in choices] == [
+        "checkpoints/ViTS.pth",
+        "checkpoints/sub/other.pt",
+    ]
     assert Path(choices[0].config).name == "ViTS.py" and choices[1].config is None
     assert session.find_checkpoints(tmp_path / "missing", tmp_path) == []
     quickstart = tmp_path / "output" / "quickstart" / "train" / "model_final.pth"
