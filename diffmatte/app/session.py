@@ -281,6 +281,17 @@ def read_trimap(
     Raises:
         AppInputError: missing or unreadable input, wrong size, no unknown or no foreground.
     """
+    try:
+        return _read_trimap(
+            source, image_shape, trimap_file, paint_layer, mask_file, band_width, inside_width, grow
+        )
+    except TrimapError as err:
+        raise AppInputError(f"{source} trimap: {err}") from None
+
+
+def _read_trimap(
+    source, image_shape, trimap_file, paint_layer, mask_file, band_width, inside_width, grow
+) -> tuple[TrimapSummary, np.ndarray]:
     height, width = image_shape[:2]
     if source == "upload":
         if not trimap_file:
@@ -304,10 +315,7 @@ def read_trimap(
         )
     else:
         raise AppInputError(f"unknown trimap source {source!r} (use one of {TRIMAP_SOURCES})")
-    try:
-        return check_trimap(gray, image_shape), gray
-    except TrimapError as err:
-        raise AppInputError(f"{source} trimap: {err}") from None
+    return check_trimap(gray, image_shape), gray
 
 
 def _preview_scale(height: int, width: int) -> float:

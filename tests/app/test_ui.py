@@ -109,3 +109,16 @@ def test_bad_inputs_are_messages_and_the_app_keeps_serving(
     if case == "unreadable_image":
         assert "not a readable image" in status
     assert _run(client, app_model, strategy="ddim1")[0].startswith("Done")
+
+
+def test_page_says_plainly_when_no_checkpoint_is_found(tmp_path):
+    from diffmatte.app.ui import build_app
+
+    demo = build_app(tmp_path / "checkpoints", tmp_path)
+    notes = [block for block in demo.blocks.values() if block.elem_id == "no-checkpoint"]
+    assert len(notes) == 1 and "No trained checkpoint found" in notes[0].value
+    with_checkpoint = tmp_path / "with"
+    (with_checkpoint / "checkpoints").mkdir(parents=True)
+    (with_checkpoint / "checkpoints" / "ViTS.pth").write_bytes(b"")
+    demo = build_app(with_checkpoint / "checkpoints", with_checkpoint)
+    assert not [block for block in demo.blocks.values() if block.elem_id == "no-checkpoint"]
