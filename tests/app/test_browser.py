@@ -23,7 +23,11 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("one_thread")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore::Warning:gradio"),  # pandas deprecations in its queue
+]
 
 LEMUR_IMAGE = bundled_lemur_dir() / "image" / "lemur.png"
 LEMUR_TRIMAP = bundled_lemur_dir() / "trimap" / "lemur.png"

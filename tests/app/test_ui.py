@@ -18,7 +18,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LEMUR_IMAGE = bundled_lemur_dir() / "image" / "lemur.png"
 LEMUR_TRIMAP = bundled_lemur_dir() / "trimap" / "lemur.png"
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# Gradio's queue calls pandas in ways newer pandas warns about; not this project's concern.
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore::Warning:gradio"),
+]
 
 
 @pytest.fixture(scope="module")
