@@ -427,14 +427,14 @@ class MattingResult:
         return " | ".join(parts)
 
 
-def read_input_image(path: str | None) -> np.ndarray:
+def read_input_image(path: str | None, what: str = "image") -> np.ndarray:
     """The image as ``run_one_image.py`` reads it: float32 (H, W, 3) RGB in [0, 1]."""
     if not path:
-        raise AppInputError("image: upload an image (or pick the lemur example)")
+        raise AppInputError(f"{what}: upload an image (or pick the lemur example)")
     try:
         return read_image(path)
     except ImageReadError as err:
-        raise AppInputError(f"image: {err}") from None
+        raise AppInputError(f"{what}: {err}") from None
 
 
 def run_matting(

@@ -8,6 +8,7 @@ problem with the inputs is written into the page's status line and the app keeps
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -69,7 +70,7 @@ def preview(image_file, source, trimap_file, editor_value, mask_file, band, insi
 
 def _background(colour: str, background_file: str | None) -> np.ndarray:
     if background_file:
-        return session.read_input_image(background_file)
+        return session.read_input_image(background_file, "background image")
     return session.parse_colour(colour)
 
 
@@ -95,6 +96,9 @@ def build_app(
     configs = session.list_configs(root)
     lemur = bundled_lemur_dir()
     first = found[0] if found else None
+    # One folder for the downloads of this page; runs are serial (concurrency 1), and Gradio
+    # copies each result's files into its own cache before the next run overwrites them.
+    output_dir = tempfile.mkdtemp(prefix="diffmatte-app-")
 
     def run(
         image_file, source, trimap_file, editor_value, mask_file, band, inside, grow,
@@ -108,6 +112,8 @@ def build_app(
                 image.shape, source, trimap_file, editor_value, mask_file, band, inside, grow
             )
             background = _background(colour, background_file)
+            if tile_mib is None or seed is None:
+                raise AppInputError("tile memory and seed need a value")
             try:
                 options = InferenceOptions(
                     precision=precision, max_tile_bytes=max(1, int(tile_mib)) * 2**20
@@ -123,10 +129,12 @@ def build_app(
 
             stem = Path(image_file).stem
             result = session.run_matting(
-                predictor, image, summary, strategy, seed, background, stem=stem, progress=report
+                predictor, image, summary, strategy, seed, background, output_dir, stem, report
             )
         except AppInputError as err:
             return (f"⚠ {err}", *empty)
+        except (RuntimeError, MemoryError) as err:  # e.g. out of memory on a huge image
+            return (f"⚠ prediction failed: {' '.join(str(err).split())[:300]}", *empty)
         result.timings = {"load model": load_seconds, **result.timings}
         steps = len(result.trajectory)
         gallery = [

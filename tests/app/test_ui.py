@@ -31,13 +31,14 @@ def client(app_url):
 
 
 def _run(client, app_model, image=LEMUR_IMAGE, trimap=LEMUR_TRIMAP, source="upload", mask=None,
-         config=None, checkpoint=None, strategy="ddim2", seed=8282):  # fmt: skip
+         config=None, checkpoint=None, strategy="ddim2", seed=8282, background=None):  # fmt: skip
     return client.predict(
         handle_file(str(image)), source, handle_file(str(trimap)) if trimap else None, None,
         handle_file(str(mask)) if mask else None, 12, 4, 0,
         app_model[1] if checkpoint is None else checkpoint, "",
         app_model[0] if config is None else config,
-        "cpu", "fp32", 128, strategy, seed, "#2e7d32", None, api_name="/run",
+        "cpu", "fp32", 128, strategy, seed, "#2e7d32",
+        handle_file(str(background)) if background else None, api_name="/run",
     )  # fmt: skip
 
 
@@ -93,6 +94,7 @@ def bad_files(tmp_path):
         ("other_config", "does not fit ViTS.py (a checkpoint of another config?)"),
         ("no_checkpoint", "no checkpoint chosen"),
         ("bad_strategy", "strategy: "),
+        ("unreadable_background", "background image: "),
     ],
 )
 def test_bad_inputs_are_messages_and_the_app_keeps_serving(
@@ -106,6 +108,7 @@ def test_bad_inputs_are_messages_and_the_app_keeps_serving(
         "other_config": {"config": str(REPO_ROOT / "configs" / "ViTS.py")},
         "no_checkpoint": {"checkpoint": ""},
         "bad_strategy": {"strategy": "euler3"},
+        "unreadable_background": {"background": bad_files / "broken.png"},
     }[case]
     status, alpha, *_, files = _run(client, app_model, **kwargs)
     assert status.startswith("⚠ ") and message in status, status
