@@ -106,7 +106,11 @@ def test_paint_a_stroke_then_generate_from_a_mask(chromium, app_url, tmp_path):
     _upload(chromium, "image-file", LEMUR_IMAGE)
     _choose_source(chromium, "Paint over the image")
     _wait_text(chromium, "#trimap-info", lambda text: "paint foreground" in text)
-    canvas = chromium.find_element(By.CSS_SELECTOR, "#paint-editor .pixi-target canvas")
+    canvas_selector = "#paint-editor .pixi-target canvas"
+    WebDriverWait(chromium, TIMEOUT).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, canvas_selector)
+    )
+    canvas = chromium.find_element(By.CSS_SELECTOR, canvas_selector)
     # The brush is the editor's first tool and white (foreground) its first colour.
     stroke = ActionChains(chromium).move_to_element_with_offset(canvas, -60, 0).click_and_hold()
     stroke.move_by_offset(40, 5).move_by_offset(40, 0).release().perform()
