@@ -198,6 +198,7 @@ def build_app(
                     [[str(lemur / "image" / "lemur.png"), str(lemur / "trimap" / "lemur.png")]],
                     inputs=[image_file, trimap_file],
                     label="Example (CC0 lemur photograph and its trimap)",
+                    elem_id="lemur-example",
                 )
                 overlay = gr.Image(
                     label="Trimap over the image", format="png", interactive=False,

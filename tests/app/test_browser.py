@@ -1,6 +1,6 @@
 """The page in a real headless Chromium, used as a person would: upload the lemur and its
 trimap, run ddim2, download the alpha and compare it with run_one_image.py; paint a stroke;
-generate a trimap from a mask.
+generate a trimap from a mask (starting from the page's lemur example).
 
 Set DIFFMATTE_APP_SCREENSHOT=<png> to save a screenshot of the page with the result (the
 README's is made with a trained checkpoint: DIFFMATTE_APP_CONFIG / DIFFMATTE_APP_CHECKPOINT).
@@ -18,6 +18,7 @@ from diffmatte.data.trimaps import trimap_from_mask
 from diffmatte.utils.image_io import read_gray, write_png_atomic
 
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e .[app])")
+from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -57,6 +58,28 @@ def _upload(driver, element_id: str, path: Path) -> None:
 
 def _choose_source(driver, label: str) -> None:
     driver.find_element(By.XPATH, f"//label[contains(., '{label}')]").click()
+
+
+def _paint_stroke(driver, attempts: int = 3) -> str:
+    """Draws one stroke across the editor's canvas; returns the trimap line it leads to.
+
+    The canvas takes the image a moment after it appears, and a stroke drawn before that is
+    lost, so a stroke that changes nothing within 15 s is drawn again.
+    """
+    selector = "#paint-editor .pixi-target canvas"
+    WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_elements(By.CSS_SELECTOR, selector))
+    for attempt in range(attempts):
+        canvas = driver.find_element(By.CSS_SELECTOR, selector)
+        # The brush is the editor's first tool and white (foreground) its first colour.
+        stroke = ActionChains(driver).move_to_element_with_offset(canvas, -60, 0).click_and_hold()
+        stroke.move_by_offset(40, 5).move_by_offset(40, 0).release().perform()
+        try:
+            WebDriverWait(driver, 15).until(lambda d: _text(d, "#trimap-info").startswith("Trimap"))
+            return _text(driver, "#trimap-info")
+        except TimeoutException:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _download(driver, name: str) -> Path:
@@ -103,18 +126,12 @@ def test_upload_run_download_equals_run_one_image(chromium, app_url, app_model, 
 def test_paint_a_stroke_then_generate_from_a_mask(chromium, app_url, tmp_path):
     chromium.get(app_url)
     WebDriverWait(chromium, TIMEOUT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#run"))
-    _upload(chromium, "image-file", LEMUR_IMAGE)
+    # The bundled example loads the lemur and its trimap in one click.
+    chromium.find_element(By.CSS_SELECTOR, "#lemur-example tr.tr-body").click()
+    _wait_text(chromium, "#trimap-info", lambda text: text.startswith("Trimap 680x440"))
     _choose_source(chromium, "Paint over the image")
     _wait_text(chromium, "#trimap-info", lambda text: "paint foreground" in text)
-    canvas_selector = "#paint-editor .pixi-target canvas"
-    WebDriverWait(chromium, TIMEOUT).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, canvas_selector)
-    )
-    canvas = chromium.find_element(By.CSS_SELECTOR, canvas_selector)
-    # The brush is the editor's first tool and white (foreground) its first colour.
-    stroke = ActionChains(chromium).move_to_element_with_offset(canvas, -60, 0).click_and_hold()
-    stroke.move_by_offset(40, 5).move_by_offset(40, 0).release().perform()
-    info = _wait_text(chromium, "#trimap-info", lambda text: text.startswith("Trimap"))
+    info = _paint_stroke(chromium)
     foreground = float(info.split("foreground ")[1].split("%")[0])
     assert 0.1 < foreground < 10 and "background 0.0%" in info, info
 
