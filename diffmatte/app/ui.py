@@ -243,7 +243,10 @@ def build_app(
                     seed = gr.Number(8282, precision=0, label="Seed", elem_id="seed")
                     colour = gr.ColorPicker("#2e7d32", label="Background colour for the cut-out")
                     background_file = gr.File(
-                        label="or a background image", file_types=["image"], type="filepath"
+                        label="or a background image",
+                        file_types=["image"],
+                        type="filepath",
+                        height=120,
                     )
             with gr.Column(scale=1):
                 run_button = gr.Button("Run", variant="primary", elem_id="run")
@@ -260,7 +263,7 @@ def build_app(
                 )  # fmt: skip
                 trajectory = gr.Gallery(
                     label="Trajectory: the alpha predicted at each step (x̂0)", columns=5,
-                    height="auto", format="png", elem_id="trajectory",
+                    height=260, object_fit="contain", format="png", elem_id="trajectory",
                 )  # fmt: skip
                 timings = gr.Markdown(elem_id="timings")
                 downloads = gr.File(
