@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -416,7 +416,6 @@ class MattingResult:
     files: list[Path]
     timings: dict[str, float]
     summary: TrimapSummary
-    notes: list[str] = field(default_factory=list)
 
     def describe_timings(self) -> str:
         """One line, e.g. ``load model 0.00 s (cached) | predict 1.23 s | outputs 0.05 s``."""
