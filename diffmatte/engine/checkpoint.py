@@ -12,6 +12,7 @@ Files are always read with ``torch.load(weights_only=True)``: no code in a check
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import pickletools
@@ -36,6 +37,9 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint",
     "save_model_weights",
+    "file_sha256",
+    "CheckpointVerification",
+    "verify_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -482,3 +486,88 @@ def save_model_weights(model: nn.Module, path: str | Path) -> Path:
     """
     state_dict = {RELEASED_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_torch_save(state_dict, path)
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 2**20) -> str:
+    """The SHA-256 of a file as 64 lowercase hex digits (read in chunks)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        while chunk := file.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class CheckpointVerification:
+    """What a checkpoint file holds, compared with a model built from a config.
+
+    Attributes:
+        path: the file.
+        size_bytes: its size.
+        sha256: its SHA-256 (hex), for comparison with the source's.
+        tensors: number of tensors in its state dict.
+        parameter_values: values of the file's tensors that are parameters of the model.
+        buffer_values: values of the other tensors the model also has (BatchNorm statistics,
+            index tables).
+        model_parameter_values: the model's parameter count (``sum(p.numel())``).
+        report: key and shape differences (model naming).
+        looks_like: the released config the file's keys look like, or None.
+        mismatch: the one-line mismatch message, empty when keys and shapes agree.
+    """
+
+    path: Path
+    size_bytes: int
+    sha256: str
+    tensors: int
+    parameter_values: int
+    buffer_values: int
+    model_parameter_values: int
+    report: KeyReport
+    looks_like: str | None
+    mismatch: str
+
+    @property
+    def ok(self) -> bool:
+        """True when keys, shapes and the parameter count agree."""
+        return self.report.ok and self.parameter_values == self.model_parameter_values
+
+
+def verify_checkpoint(model: nn.Module, path: str | Path) -> CheckpointVerification:
+    """Compares a checkpoint file with ``model`` without loading it into the model or running
+    anything: keys, shapes and parameter count, plus the file's size and SHA-256.
+
+    Args:
+        model: the module the file is meant for, e.g. a DiffMatte built from its config.
+        path: checkpoint file, in any format :func:`load_checkpoint` accepts.
+
+    Returns:
+        The :class:`CheckpointVerification`; ``ok`` tells whether the file fits.
+
+    Raises:
+        CheckpointError: the file cannot be read or holds no state dict.
+    """
+    path = Path(path)
+    state_dict = extract_state_dict(read_checkpoint(path), path)
+    model_shapes = _shapes(model.state_dict())
+    renamed = _align_prefix(list(state_dict), set(model_shapes))
+    file_shapes = {renamed[k]: tuple(v.shape) for k, v in state_dict.items()}
+    report = compare_state_dicts(file_shapes, model_shapes)
+    parameter_names = {name for name, _ in model.named_parameters()}
+    counts = {name: state_dict[key].numel() for key, name in renamed.items()}
+    mismatch = ""
+    if not report.ok:
+        mismatch = _format_report(path, report, _config_hint(file_shapes, model_shapes))
+    return CheckpointVerification(
+        path=path,
+        size_bytes=path.stat().st_size,
+        sha256=file_sha256(path),
+        tensors=len(state_dict),
+        parameter_values=sum(n for name, n in counts.items() if name in parameter_names),
+        buffer_values=sum(
+            n for name, n in counts.items() if name in model_shapes and name not in parameter_names
+        ),
+        model_parameter_values=sum(p.numel() for p in model.parameters()),
+        report=report,
+        looks_like=describe_config(file_shapes),
+        mismatch=mismatch,
+    )
