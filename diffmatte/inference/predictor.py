@@ -22,6 +22,7 @@ from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine import predictor as _functional
 from diffmatte.engine.predictor import DEFAULT_SEED, Prediction
 from diffmatte.inference.options import InferenceOptions
+from diffmatte.utils.memory import release_free_memory
 
 __all__ = ["Predictor", "ProgressFn"]
 
@@ -119,7 +120,7 @@ class Predictor:
         """
         sampler = _as_sampler(strategy, self.model)
         callback = None if progress is None else (lambda step, steps, _x0: progress(step, steps))
-        return _functional.predict_alpha(
+        prediction = _functional.predict_alpha(
             self.model,
             image,
             _trimap_tensor(trimap, trimap_thresholds),
@@ -129,6 +130,9 @@ class Predictor:
             return_trajectory,
             callback=callback,
         )
+        # A long-running process stays flat: nothing of this image's size stays mapped.
+        release_free_memory()
+        return prediction
 
     def predict_batch(
         self,
@@ -142,4 +146,8 @@ class Predictor:
         image alone up to float rounding (multi-step DDPM runs one image at a time)."""
         sampler = _as_sampler(strategy, self.model)
         tensors = [_trimap_tensor(trimap, trimap_thresholds) for trimap in trimaps]
-        return _functional.predict_alphas(self.model, images, tensors, sampler, seed, self.device)
+        predictions = _functional.predict_alphas(
+            self.model, images, tensors, sampler, seed, self.device
+        )
+        release_free_memory()
+        return predictions
