@@ -81,7 +81,11 @@ def resident_bytes() -> int:
 
 
 def peak_resident_bytes() -> int:
-    """The process's peak resident set size in bytes (``ru_maxrss``)."""
+    """The process's peak resident set size in bytes so far.
+
+    ``ru_maxrss``, or the current size when that is higher: Linux updates the high-water mark
+    lazily (when memory is unmapped), so it can trail the current size.
+    """
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports kilobytes, macOS bytes.
-    return peak if sys.platform == "darwin" else peak * 1024
+    return max(peak if sys.platform == "darwin" else peak * 1024, resident_bytes())
