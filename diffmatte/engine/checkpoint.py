@@ -181,7 +181,10 @@ def _diagnose_zip(path: Path, size: int) -> str:
             return "a TorchScript model, not a checkpoint of weights (a state dict)"
         pickles = [name for name in names if name == "data.pkl" or name.endswith("/data.pkl")]
         if not pickles:
-            return "a zip archive, but not a PyTorch checkpoint (it has no data.pkl)"
+            return (
+                "a zip archive, but not a PyTorch checkpoint (it has no data.pkl); if it is a "
+                "download archive, unpack it and use the .pth file inside"
+            )
         try:
             damaged = archive.testzip()
             if damaged is not None:

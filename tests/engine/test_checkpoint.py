@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import zipfile
 
 import pytest
 import torch
@@ -197,6 +198,16 @@ def test_text_html_and_git_lfs_files(tmp_path):
     pointer = tmp_path / "pointer.pth"
     pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 116\n")
     assert _one_line_error(pointer).startswith("a Git LFS pointer, not the weights")
+
+
+def test_zip_archive_of_a_checkpoint(tmp_path):
+    path = tmp_path / "ViTS.zip.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ViTS/ViTS.pth.txt", "weights inside")
+    assert _one_line_error(path) == (
+        "a zip archive, but not a PyTorch checkpoint (it has no data.pkl); if it is a download "
+        "archive, unpack it and use the .pth file inside"
+    )
 
 
 def test_binary_garbage(tmp_path):
