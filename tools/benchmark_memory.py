@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         "peak_at_end": records[-1]["peak_rss"],
         "rss_after_first_pass": first_pass["rss"],
         "rss_at_end": records[-1]["rss"],
+        # The end figure alone can be low when the kernel reclaimed pages of mapped libraries.
+        "rss_max_in_rerun": max((r["rss"] for r in records[args.images :]), default=0),
     }
     for key, value in summary.items():
         shown = f"{value / GIB:.3f} GiB" if isinstance(value, int) else value
