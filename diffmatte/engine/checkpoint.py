@@ -12,7 +12,12 @@ Files are always read with ``torch.load(weights_only=True)``: no code in a check
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+import pickletools
+import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +32,14 @@ __all__ = [
     "KeyReport",
     "compare_state_dicts",
     "describe_config",
+    "diagnose_unreadable_checkpoint",
     "extract_state_dict",
     "load_checkpoint",
     "read_checkpoint",
     "save_model_weights",
+    "file_sha256",
+    "CheckpointVerification",
+    "verify_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,19 +90,222 @@ def _shapes(state_dict: Mapping[str, Tensor]) -> dict[str, Shape]:
 def read_checkpoint(path: str | Path) -> object:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors.
 
+    When torch cannot load the file, the file itself is examined (never executed) to say what
+    is wrong with it: empty, truncated or damaged, a text or HTML page instead of the weights,
+    or a pickle that refers to code, which is refused for safety.
+
     Raises:
-        CheckpointError: missing, unreadable or not a (weights-only) PyTorch file.
+        CheckpointError: missing, unreadable or not a (weights-only) PyTorch file; the message
+            names the file and the problem in one line.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: is a folder, not a weights file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {path}: cannot be read as a PyTorch weights file ({reason[:200]})"
-        ) from None
+        with warnings.catch_warnings():
+            # A plain pickle of protocol > 2 draws a warning before it is refused or loaded.
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        problem = f"not enough memory to load it ({path.stat().st_size:,} bytes)"
+    except Exception:  # noqa: BLE001 - torch's own message is replaced by a diagnosis of the file
+        try:
+            problem = diagnose_unreadable_checkpoint(path)
+        except OSError as exc:
+            problem = f"cannot be read ({exc.strerror or type(exc).__name__})"
+    raise CheckpointError(f"checkpoint {path}: {problem}") from None
+
+
+# torch.save writes a zip archive (PyTorch >= 1.6) or, in the legacy format, a sequence of
+# pickles (magic number, protocol, system info, the object, storage keys) then raw storages.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_PICKLE_PROTO = b"\x80"
+_LEGACY_PICKLES = 5
+_HEAD_BYTES = 4096
+_DOWNLOAD_AGAIN = "download or copy it again and compare its size and SHA-256 with the source"
+_STRING_OPCODES = {
+    "SHORT_BINUNICODE",
+    "BINUNICODE",
+    "BINUNICODE8",
+    "UNICODE",
+    "STRING",
+    "BINSTRING",
+    "SHORT_BINSTRING",
+}
+
+
+def diagnose_unreadable_checkpoint(path: str | Path) -> str:
+    """Why a file that ``torch.load(weights_only=True)`` refused is not a usable checkpoint.
+
+    The file is only inspected: pickles are disassembled (:mod:`pickletools`), never loaded.
+
+    Args:
+        path: an existing file.
+
+    Returns:
+        One sentence without the path, e.g. "the file is empty (0 bytes): ...".
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes): the download or copy did not finish; fetch it again"
+    with path.open("rb") as file:
+        head = file.read(_HEAD_BYTES)
+    if head.startswith(_ZIP_MAGIC):
+        return _diagnose_zip(path, size)
+    if head.startswith(_PICKLE_PROTO):
+        return _diagnose_pickles(path, size)
+    text = _as_text(head)
+    if text is not None:
+        return _describe_text(text)
+    return (
+        f"not a PyTorch checkpoint: unknown format ({size:,} bytes, starting with bytes "
+        f"{head[:8].hex(' ')})"
+    )
+
+
+def _diagnose_zip(path: Path, size: int) -> str:
+    truncated = (
+        f"truncated or damaged ({size:,} bytes): the end of the archive that torch.save writes "
+        f"is missing; {_DOWNLOAD_AGAIN}"
+    )
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return truncated
+    with archive:
+        names = archive.namelist()
+        if any(name.endswith(("/constants.pkl", "/code/")) or "/code/" in name for name in names):
+            return "a TorchScript model, not a checkpoint of weights (a state dict)"
+        pickles = [name for name in names if name == "data.pkl" or name.endswith("/data.pkl")]
+        if not pickles:
+            return (
+                "a zip archive, but not a PyTorch checkpoint (it has no data.pkl); if it is a "
+                "download archive, unpack it and use the .pth file inside"
+            )
+        try:
+            damaged = archive.testzip()
+            if damaged is not None:
+                return f"damaged: its part {damaged} fails its checksum; {_DOWNLOAD_AGAIN}"
+            refused = _refused_globals([archive.read(pickles[0])])
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            return truncated
+    if refused:
+        return _refused_message(refused)
+    return f"damaged: its tensors cannot be rebuilt from the archive; {_DOWNLOAD_AGAIN}"
+
+
+def _diagnose_pickles(path: Path, size: int) -> str:
+    """A legacy torch.save file or a plain pickle: disassemble up to five pickles."""
+    data = path.read_bytes()
+    pickles, offset = [], 0
+    for _ in range(_LEGACY_PICKLES):
+        if not data.startswith(_PICKLE_PROTO, offset):
+            break
+        stream = io.BytesIO(data)
+        stream.seek(offset)
+        try:
+            for _op in pickletools.genops(stream):
+                pass
+        except ValueError:
+            refused = _refused_globals(pickles + [data[offset:]], complete=False)
+            if refused:
+                return _refused_message(refused)
+            return (
+                f"truncated ({size:,} bytes): its data ends in the middle of a record; "
+                f"{_DOWNLOAD_AGAIN}"
+            )
+        pickles.append(data[offset : stream.tell()])
+        offset = stream.tell()
+    refused = _refused_globals(pickles)
+    if refused:
+        return _refused_message(refused)
+    return (
+        f"truncated or damaged ({size:,} bytes): its tensor data is incomplete; {_DOWNLOAD_AGAIN}"
+    )
+
+
+def _refused_globals(pickles: list[bytes], complete: bool = True) -> list[str]:
+    """The names a pickle would import (``module.name``) that ``weights_only`` refuses."""
+    found: list[str] = []
+    for data in pickles:
+        strings: list[object] = []
+        memo: dict[int, object] = {}
+        try:
+            for opcode, arg, _pos in pickletools.genops(io.BytesIO(data)):
+                if opcode.name in _STRING_OPCODES:
+                    strings.append(arg)
+                elif opcode.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                    memo[int(arg)] = strings[-1] if strings else None
+                elif opcode.name == "MEMOIZE":
+                    memo[len(memo)] = strings[-1] if strings else None
+                elif opcode.name in ("BINGET", "LONG_BINGET", "GET"):
+                    strings.append(memo.get(int(arg)))
+                elif opcode.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                else:
+                    strings.append(None)
+        except ValueError:
+            if complete:
+                raise
+    allowed = _allowed_globals()
+    refused = [name for name in dict.fromkeys(found) if not _is_allowed(name, allowed)]
+    return refused
+
+
+def _allowed_globals() -> set[str] | None:
+    """The globals ``weights_only`` loading accepts, from torch when it says (else None)."""
+    try:
+        from torch import _weights_only_unpickler
+
+        return set(_weights_only_unpickler._get_allowed_globals())
+    except (ImportError, AttributeError):
+        return None
+
+
+def _is_allowed(name: str, allowed: set[str] | None) -> bool:
+    if allowed is None:
+        return name.startswith("torch.") or name == "collections.OrderedDict"
+    return name in allowed
+
+
+def _refused_message(refused: list[str]) -> str:
+    shown = ", ".join(refused[:SHOWN_KEYS]) + (", ..." if len(refused) > SHOWN_KEYS else "")
+    return (
+        f"refused for safety: it refers to code ({shown}) that loading would import and may "
+        "run, which a file of weights never needs; nothing in it was run. Use a file from the "
+        "official links, or re-save plain tensors (a state dict) from a source you trust"
+    )
+
+
+def _as_text(head: bytes) -> str | None:
+    """The file's first characters when it starts as UTF-8 text, else None."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:
+            return None
+        text = head[: exc.start].decode("utf-8")
+    if any(not (char.isprintable() or char in "\t\r\n") for char in text):
+        return None
+    return text
+
+
+def _describe_text(text: str) -> str:
+    lowered = text.lstrip().lower()
+    if lowered.startswith(("<!doctype html", "<html")) or "<html" in lowered[:512]:
+        return (
+            "an HTML page, not a checkpoint: the download saved a web page (for a large file "
+            "Google Drive first serves a confirmation page); download the file itself"
+        )
+    if lowered.startswith("version https://git-lfs"):
+        return "a Git LFS pointer, not the weights: fetch the file itself (git lfs pull)"
+    first = " ".join(text.split())[:40]
+    return f"a text file, not a PyTorch checkpoint (it begins {first!r})"
 
 
 def extract_state_dict(obj: object, path: str | Path = "<memory>") -> dict[str, Tensor]:
@@ -287,3 +499,88 @@ def save_model_weights(model: nn.Module, path: str | Path) -> Path:
     """
     state_dict = {RELEASED_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_torch_save(state_dict, path)
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 2**20) -> str:
+    """The SHA-256 of a file as 64 lowercase hex digits (read in chunks)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        while chunk := file.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class CheckpointVerification:
+    """What a checkpoint file holds, compared with a model built from a config.
+
+    Attributes:
+        path: the file.
+        size_bytes: its size.
+        sha256: its SHA-256 (hex), for comparison with the source's.
+        tensors: number of tensors in its state dict.
+        parameter_values: values of the file's tensors that are parameters of the model.
+        buffer_values: values of the other tensors the model also has (BatchNorm statistics,
+            index tables).
+        model_parameter_values: the model's parameter count (``sum(p.numel())``).
+        report: key and shape differences (model naming).
+        looks_like: the released config the file's keys look like, or None.
+        mismatch: the one-line mismatch message, empty when keys and shapes agree.
+    """
+
+    path: Path
+    size_bytes: int
+    sha256: str
+    tensors: int
+    parameter_values: int
+    buffer_values: int
+    model_parameter_values: int
+    report: KeyReport
+    looks_like: str | None
+    mismatch: str
+
+    @property
+    def ok(self) -> bool:
+        """True when keys, shapes and the parameter count agree."""
+        return self.report.ok and self.parameter_values == self.model_parameter_values
+
+
+def verify_checkpoint(model: nn.Module, path: str | Path) -> CheckpointVerification:
+    """Compares a checkpoint file with ``model`` without loading it into the model or running
+    anything: keys, shapes and parameter count, plus the file's size and SHA-256.
+
+    Args:
+        model: the module the file is meant for, e.g. a DiffMatte built from its config.
+        path: checkpoint file, in any format :func:`load_checkpoint` accepts.
+
+    Returns:
+        The :class:`CheckpointVerification`; ``ok`` tells whether the file fits.
+
+    Raises:
+        CheckpointError: the file cannot be read or holds no state dict.
+    """
+    path = Path(path)
+    state_dict = extract_state_dict(read_checkpoint(path), path)
+    model_shapes = _shapes(model.state_dict())
+    renamed = _align_prefix(list(state_dict), set(model_shapes))
+    file_shapes = {renamed[k]: tuple(v.shape) for k, v in state_dict.items()}
+    report = compare_state_dicts(file_shapes, model_shapes)
+    parameter_names = {name for name, _ in model.named_parameters()}
+    counts = {name: state_dict[key].numel() for key, name in renamed.items()}
+    mismatch = ""
+    if not report.ok:
+        mismatch = _format_report(path, report, _config_hint(file_shapes, model_shapes))
+    return CheckpointVerification(
+        path=path,
+        size_bytes=path.stat().st_size,
+        sha256=file_sha256(path),
+        tensors=len(state_dict),
+        parameter_values=sum(n for name, n in counts.items() if name in parameter_names),
+        buffer_values=sum(
+            n for name, n in counts.items() if name in model_shapes and name not in parameter_names
+        ),
+        model_parameter_values=sum(p.numel() for p in model.parameters()),
+        report=report,
+        looks_like=describe_config(file_shapes),
+        mismatch=mismatch,
+    )

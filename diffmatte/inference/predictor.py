@@ -24,6 +24,7 @@ from diffmatte.inference import functional as _functional
 from diffmatte.inference.functional import DEFAULT_SEED, Prediction
 from diffmatte.inference.model import InferenceModel, build_inference_model
 from diffmatte.inference.options import InferenceOptions
+from diffmatte.utils.memory import release_free_memory
 
 __all__ = ["Predictor", "ProgressFn"]
 
@@ -128,7 +129,7 @@ class Predictor:
         """
         sampler = _as_sampler(strategy, self.model)
         callback = None if progress is None else (lambda step, steps, _x0: progress(step, steps))
-        return _functional.predict_alpha(
+        prediction = _functional.predict_alpha(
             self.inference_model,
             image,
             _trimap_tensor(trimap, trimap_thresholds),
@@ -138,6 +139,9 @@ class Predictor:
             return_trajectory,
             callback=callback,
         )
+        # A long-running process stays flat: nothing of this image's size stays mapped.
+        release_free_memory()
+        return prediction
 
     def predict_batch(
         self,
@@ -151,9 +155,11 @@ class Predictor:
         image alone up to float rounding (multi-step DDPM runs one image at a time)."""
         sampler = _as_sampler(strategy, self.model)
         tensors = [_trimap_tensor(trimap, trimap_thresholds) for trimap in trimaps]
-        return _functional.predict_alphas(
+        predictions = _functional.predict_alphas(
             self.inference_model, images, tensors, sampler, seed, self.device
         )
+        release_free_memory()
+        return predictions
 
     def predict_folder(
         self,

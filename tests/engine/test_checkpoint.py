@@ -1,6 +1,8 @@
 """Strict checkpoint loading, accepted formats, mismatch reports and atomic saving."""
 
 import os
+import pickle
+import zipfile
 
 import pytest
 import torch
@@ -116,25 +118,147 @@ def test_non_strict_loads_what_matches(tmp_path):
     assert torch.equal(target.backbone[0].weight, source.backbone[0].weight)
 
 
-def test_unreadable_files_give_one_line(tmp_path):
-    with pytest.raises(CheckpointError, match="file not found"):
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="missing.pth: file not found$"):
         load_checkpoint(Tiny(), tmp_path / "missing.pth")
+    folder = tmp_path / "weights.pth"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match="weights.pth: is a folder, not a weights file$"):
+        load_checkpoint(Tiny(), folder)
+
+
+def _one_line_error(path) -> str:
+    """The message of reading ``path``, checked to be one line that names the file."""
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(Tiny(), path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"checkpoint {path}: ")
+    # Never torch's own text, never the unsafe advice.
+    for words in ("weights_only", "PytorchStreamReader", "Weights only load failed", "(101)"):
+        assert words not in message
+    return message[len(f"checkpoint {path}: ") :]
+
+
+@pytest.fixture
+def real_checkpoint(tmp_path):
+    """The bytes of a checkpoint as this library writes it (released format)."""
+    return save_model_weights(_filled(0, width=64), tmp_path / "good.pth").read_bytes()
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99, 100])
+def test_truncated_checkpoint(tmp_path, real_checkpoint, keep):
+    size = int(len(real_checkpoint) * keep) if keep < 1 else keep
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(real_checkpoint[:size])
+    assert _one_line_error(path) == (
+        f"truncated or damaged ({size:,} bytes): the end of the archive that torch.save writes "
+        "is missing; download or copy it again and compare its size and SHA-256 with the source"
+    )
+
+
+def test_truncated_legacy_format_checkpoint(tmp_path):
+    legacy = tmp_path / "legacy.pth"
+    torch.save(_filled(0).state_dict(), legacy, _use_new_zipfile_serialization=False)
+    assert load_checkpoint(_filled(1), legacy).ok  # the legacy format itself is accepted
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(legacy.read_bytes()[:200])
+    assert _one_line_error(path).startswith("truncated (200 bytes): its data ends")
+
+
+def test_damaged_archive_member(tmp_path, real_checkpoint):
+    data = bytearray(real_checkpoint)
+    # Corrupt data.pkl (the first member) so torch fails, keeping the archive's structure.
+    start = data.index(b"data.pkl") + len(b"data.pkl")
+    data[start + 70 : start + 90] = b"\xff" * 20
+    path = tmp_path / "damaged.pth"
+    path.write_bytes(bytes(data))
+    assert _one_line_error(path) == (
+        "damaged: its part archive/data.pkl fails its checksum; download or copy it again and "
+        "compare its size and SHA-256 with the source"
+    )
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.pth"
+    path.write_bytes(b"")
+    assert _one_line_error(path) == (
+        "the file is empty (0 bytes): the download or copy did not finish; fetch it again"
+    )
+
+
+def test_text_html_and_git_lfs_files(tmp_path):
     text = tmp_path / "notes.pth"
-    text.write_text("not a checkpoint\n")
-    with pytest.raises(CheckpointError, match="cannot be read as a PyTorch weights file") as info:
-        load_checkpoint(Tiny(), text)
-    assert "\n" not in str(info.value) and str(text) in str(info.value)
+    text.write_text("not a checkpoint\nsecond line\n")
+    assert _one_line_error(text) == (
+        "a text file, not a PyTorch checkpoint (it begins 'not a checkpoint second line')"
+    )
+    page = tmp_path / "page.pth"
+    page.write_text("<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>")
+    assert _one_line_error(page).startswith("an HTML page, not a checkpoint: the download saved")
+    pointer = tmp_path / "pointer.pth"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 116\n")
+    assert _one_line_error(pointer).startswith("a Git LFS pointer, not the weights")
+
+
+def test_zip_archive_of_a_checkpoint(tmp_path):
+    path = tmp_path / "ViTS.zip.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ViTS/ViTS.pth.txt", "weights inside")
+    assert _one_line_error(path) == (
+        "a zip archive, but not a PyTorch checkpoint (it has no data.pkl); if it is a download "
+        "archive, unpack it and use the .pth file inside"
+    )
+
+
+def test_binary_garbage(tmp_path):
+    path = tmp_path / "random.pth"
+    path.write_bytes(bytes(range(256)) * 4)
+    assert _one_line_error(path) == (
+        "not a PyTorch checkpoint: unknown format (1,024 bytes, starting with bytes "
+        "00 01 02 03 04 05 06 07)"
+    )
+
+
+class _RunsCode:
+    """Unpickling this calls ``os.system``: a checkpoint that would run a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save", "torch.save legacy"])
+def test_pickle_with_code_is_refused_for_safety_and_never_runs(tmp_path, writer):
+    marker = tmp_path / "it_ran"
+    payload = {"model.decoder.weight": torch.zeros(2, 4), "hook": _RunsCode(marker)}
+    path = tmp_path / "malicious.pth"
+    if writer == "pickle":
+        path.write_bytes(pickle.dumps(payload, protocol=4))
+    else:
+        torch.save(payload, path, _use_new_zipfile_serialization=writer == "torch.save")
+    message = _one_line_error(path)
+    system = f"{os.system.__module__}.system"  # posix.system on Linux
+    assert message.startswith("refused for safety: it refers to code (")
+    assert f"{system}) that loading would import and may run" in message
+    assert "nothing in it was run" in message
+    assert not marker.exists()
+
+
+def test_pickled_module_is_refused_for_safety(tmp_path):
+    path = tmp_path / "object.pth"
+    torch.save({"model": Tiny()}, path)  # a whole module: needs unpickling of code
+    message = _one_line_error(path)
+    assert message.startswith("refused for safety: it refers to code (")
+    assert f"{Tiny.__module__}.Tiny" in message
+
+
+def test_numbers_are_not_a_state_dict(tmp_path):
     numbers = tmp_path / "numbers.pth"
     torch.save({"a": 1, "b": [2, 3]}, numbers)
     with pytest.raises(CheckpointError, match="does not contain a state dict"):
         load_checkpoint(Tiny(), numbers)
-
-
-def test_pickled_objects_are_refused(tmp_path):
-    path = tmp_path / "object.pth"
-    torch.save({"model": Tiny()}, path)  # a whole module: needs unpickling of code
-    with pytest.raises(CheckpointError, match="cannot be read"):
-        load_checkpoint(Tiny(), path)
 
 
 def _spec_shapes(released_keys, config):
