@@ -12,6 +12,9 @@ before a block says what it needs:
   that path inside a copy of ``configs/`` and loaded with ``LazyConfig.load``;
 - ``<!-- snippet: skip <reason> -->``: not run; only the blocks listed in ``EXPECTED_SKIPS``.
 
+Every Composition-1k-style folder a block names (``"data/...testset"``) is made with two small
+images, their trimaps and alphas.
+
 A marker ending in ``slow`` runs the block only with ``-m slow``. Unmarked blocks run as pasted at
 the repository root: ``configs/`` is visible in the working directory, everything else written
 there is temporary.
@@ -99,6 +102,19 @@ def _write_inputs(code: str, root: Path) -> None:
         assert cv2.imwrite(str(path), image)
 
 
+def _write_testsets(code: str, root: Path) -> None:
+    rng = np.random.default_rng(1)
+    for folder in set(re.findall(r"[\"'](data/[\w./-]*testset)[\"']", code)):
+        for name in ("a", "b"):
+            for sub, image in (
+                ("merged", rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)),
+                ("trimaps", np.repeat(np.array([0, 128, 255], np.uint8), 16)[None].repeat(40, 0)),
+                ("alpha_copy", rng.integers(0, 256, (40, 48), dtype=np.uint8)),
+            ):
+                (root / folder / sub).mkdir(parents=True, exist_ok=True)
+                assert cv2.imwrite(str(root / folder / sub / f"{name}.png"), image)
+
+
 def _prepare_checkpoint(code: str, root: Path, tiny_config: Path, build_tiny_model) -> str:
     model = build_tiny_model(0)
     for name in set(re.findall(r"checkpoints/(\w+)\.pth", code)):
@@ -134,6 +150,7 @@ def test_snippet_runs(snippet, tmp_path, monkeypatch, tiny_config, build_tiny_mo
         cfg = LazyConfig.load(str(tmp_path / argument))
         assert {"model", "train"} <= set(cfg.keys())
         return
+    _write_testsets(code, tmp_path)
     if kind == "needs-checkpoint":
         code = _prepare_checkpoint(code, tmp_path, tiny_config, build_tiny_model)
     elif kind == "needs-dim-data":

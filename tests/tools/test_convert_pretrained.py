@@ -228,7 +228,7 @@ def _fault_cases(tmp_path: Path, pretraining: Path) -> dict[str, tuple[list, str
     out = tmp_path / "out.pth"
     return {
         "missing file": ([tmp_path / "missing.pth", out], "file not found"),
-        "unreadable file": ([garbage, out], "cannot be read as a PyTorch weights file"),
+        "unreadable file": ([garbage, out], "a text file, not a PyTorch checkpoint"),
         "unknown family": ([other, out], "pass --kind"),
         "no released config for the width": ([pretraining, out], "pass --config"),
         "forced kind of another family": (
