@@ -1,0 +1,254 @@
+"""The exportable graphs of a trained DiffMatte, as torch modules over its parameters.
+
+Three graphs split one inference along what depends on the sampling step:
+
+- :class:`BackboneGraph`: the padded backbone input (normalised RGB + trimap encoding) to the
+  features, once per image;
+- :class:`DecoderPrepareGraph`: the decoder's step-independent work, once per image: the
+  conditioning channels' share of the first down block's two convolutions (BatchNorm folded in)
+  and the mid block's two branches on the features (transposed convolution with BN and ReLU, and
+  the bilinear-upsample shortcut);
+- :class:`DecoderStepGraph`: one sampling step from the padded, variance-normalised ``x_t``, the
+  time and the prepared tensors to the x0 prediction ``2 sigmoid(logits) - 1``.
+
+They compute the same functions as ``DiffMatte.backbone`` and ``DUNet.forward`` (the equality
+is tested), written so that ``torch.onnx.export`` keeps height, width and batch symbolic: the
+ViT's windows are cut with ``reshape`` (no ``view`` of permuted tensors), the absolute and
+relative position tables are always resized to the symbolic grid (a resize to the same size is
+exact), and attention is written out as matrix products with the decomposed relative-position
+bias. The res34 backbone's spectral normalisation is folded into plain convolutions. The trained
+modules are never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffmatte.modeling.backbone.resnet import ResNetEncoder, SpectralNorm
+from diffmatte.modeling.backbone.vit import ViT
+
+__all__ = [
+    "BackboneGraph",
+    "DecoderPrepareGraph",
+    "DecoderStepGraph",
+    "PREPARED_NAMES",
+    "fold_spectral_norm",
+]
+
+# Outputs of the prepare graph, inputs of the step graph after x_t and t.
+PREPARED_NAMES = ("cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut")
+
+
+def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Eval-mode BatchNorm as ``x * scale + shift`` (per channel)."""
+    scale = torch.rsqrt(bn.running_var + bn.eps) * bn.weight
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def fold_spectral_norm(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every :class:`SpectralNorm` replaced by a plain convolution
+    holding its normalised kernel ``weight_bar / sigma`` (the evaluation-mode function)."""
+    module = copy.deepcopy(module)
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SpectralNorm):
+                conv = child.module
+                plain = nn.Conv2d(
+                    conv.in_channels,
+                    conv.out_channels,
+                    conv.kernel_size,
+                    conv.stride,
+                    conv.padding,
+                    conv.dilation,
+                    conv.groups,
+                    bias=conv.bias is not None,
+                )
+                with torch.no_grad():
+                    plain.weight.copy_(child.normalized_weight())
+                    if conv.bias is not None:
+                        plain.bias.copy_(conv.bias)
+                setattr(parent, name, plain)
+    return module
+
+
+def _resized_rel_pos(table: Tensor, size: int) -> Tensor:
+    """(size, size, C) relative-position embeddings of a square self-attention axis.
+
+    Entry [i, j] is the table, linearly resized (align_corners=False) to 2 size - 1 rows, at
+    row i - j + size - 1. A symbolic ``size`` is always resized (exact when the length agrees).
+    """
+    rows = 2 * size - 1
+    if not isinstance(size, int) or table.shape[0] != rows:
+        table = F.interpolate(table.t().unsqueeze(0), size=rows, mode="linear", align_corners=False)
+        table = table.squeeze(0).t()
+    coords = torch.arange(size, device=table.device)
+    return table[coords[:, None] - coords[None, :] + (size - 1)]
+
+
+def _vit_attention(attn: nn.Module, x: Tensor) -> Tensor:
+    """``Attention.forward`` with the decomposed relative-position bias written out."""
+    b, h, w, _ = x.shape
+    heads = attn.num_heads
+    qkv = attn.qkv(x).reshape(b, h * w, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    logits = (q * attn.scale) @ k.transpose(-2, -1)
+    if attn.use_rel_pos:
+        r_h = _resized_rel_pos(attn.rel_pos_h, h)
+        r_w = _resized_rel_pos(attn.rel_pos_w, w)
+        q_grid = q.reshape(b, heads, h, w, -1)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, r_h)
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, r_w)
+        logits = logits.reshape(b, heads, h, w, h, w) + rel_h[..., :, None] + rel_w[..., None, :]
+        logits = logits.reshape(b, heads, h * w, h * w)
+    out = logits.softmax(dim=-1) @ v
+    return attn.proj(out.permute(0, 2, 1, 3).reshape(b, h, w, -1))
+
+
+def _vit_block(block: nn.Module, x: Tensor) -> Tensor:
+    """``Block.forward`` (evaluation mode) with reshape-based window partitioning."""
+    shortcut = x
+    x = block.norm1(x)
+    size = block.window_size
+    if size > 0:
+        b, h, w, c = x.shape
+        pad_h, pad_w = (size - h % size) % size, (size - w % size) % size
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        n_h, n_w = (h + pad_h) // size, (w + pad_w) // size
+        x = x.reshape(b, n_h, size, n_w, size, c).permute(0, 1, 3, 2, 4, 5)
+        x = _vit_attention(block.attn, x.reshape(b * n_h * n_w, size, size, c))
+        x = x.reshape(b, n_h, n_w, size, size, c).permute(0, 1, 3, 2, 4, 5)
+        x = x.reshape(b, n_h * size, n_w * size, c)[:, :h, :w]
+    else:
+        x = _vit_attention(block.attn, x)
+    x = shortcut + x
+    x = x + block.mlp(block.norm2(x))
+    if block.use_residual_block:
+        x = block.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    return x
+
+
+class _ViTGraph(nn.Module):
+    """``ViT.forward`` with the position embedding always resized to the token grid."""
+
+    def __init__(self, vit: ViT) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: Tensor) -> Tensor:
+        vit = self.vit
+        x = vit.patch_embed(x)
+        dim = x.shape[-1]
+        slots = vit.pos_embed.shape[1] - 1
+        side = math.isqrt(slots)
+        pos = vit.pos_embed[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
+        pos = F.interpolate(pos, size=(x.shape[1], x.shape[2]), mode="bicubic", align_corners=False)
+        x = x + pos.permute(0, 2, 3, 1)
+        for block in vit.blocks:
+            x = _vit_block(block, x)
+        return x.permute(0, 3, 1, 2)
+
+
+class BackboneGraph(nn.Module):
+    """The backbone: (N, 4|6, H', W') padded input -> (N, C, H'/s, W'/s) features.
+
+    Args:
+        backbone: the trained backbone (ViT, ResNetEncoder or PriorSwinTransformer).
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        if isinstance(backbone, ViT):
+            self.body = _ViTGraph(backbone)
+        elif isinstance(backbone, ResNetEncoder):
+            self.body = fold_spectral_norm(backbone)
+        else:
+            self.body = backbone
+
+    def forward(self, backbone_input: Tensor) -> Tensor:
+        return self.body(backbone_input)
+
+
+class DecoderPrepareGraph(nn.Module):
+    """The decoder's step-independent tensors of one batch of images.
+
+    ``(condition (N, 6, H', W'), features) -> (cond_conv1, cond_shortcut, mid_activated,
+    mid_shortcut)``: the first down block's BN-folded conv1 (bias included) and its shortcut on
+    the conditioning channels, both at H'/2, and the mid block's ``ReLU(BN1(convT(f)))`` and
+    upsample shortcut at twice the feature size.
+
+    Args:
+        decoder: the trained :class:`~diffmatte.modeling.decoder.dunet.DUNet`.
+    """
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+        first = decoder.down_blks[0]
+        cond = decoder.cond_channels
+        scale, shift = _bn_scale_shift(first.bn1)
+        self.register_buffer(
+            "conv1_weight", (first.conv1.weight[:, :cond] * scale[:, None, None, None]).detach()
+        )
+        self.register_buffer("conv1_bias", shift.detach())
+        self.register_buffer("shortcut_weight", first.downsample.op.weight[:, :cond].detach())
+
+    def forward(self, condition: Tensor, features: Tensor) -> tuple[Tensor, ...]:
+        mid = self.decoder.mid_blk
+        cond_conv1 = F.conv2d(condition, self.conv1_weight, self.conv1_bias, stride=2, padding=1)
+        cond_shortcut = F.conv2d(condition, self.shortcut_weight, stride=2, padding=1)
+        mid_activated = F.relu(mid.bn1(mid.conv1(features)))
+        return cond_conv1, cond_shortcut, mid_activated, mid.shortcut(features)
+
+
+class DecoderStepGraph(nn.Module):
+    """One sampling step: ``(x_t (N, 1, H', W'), t (N,), *prepared) -> x0 (N, 1, H', W')``.
+
+    ``x_t`` is the padded, variance-normalised state; x0 is ``2 sigmoid(logits) - 1`` (not
+    clamped, not cropped).
+
+    Args:
+        decoder: the trained :class:`~diffmatte.modeling.decoder.dunet.DUNet`.
+    """
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+        first = decoder.down_blks[0]
+        cond = decoder.cond_channels
+        scale, _ = _bn_scale_shift(first.bn1)
+        self.register_buffer(
+            "conv1_weight", (first.conv1.weight[:, cond:] * scale[:, None, None, None]).detach()
+        )
+        self.register_buffer("shortcut_weight", first.downsample.op.weight[:, cond:].detach())
+
+    def forward(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        cond_conv1: Tensor,
+        cond_shortcut: Tensor,
+        mid_activated: Tensor,
+        mid_shortcut: Tensor,
+    ) -> Tensor:
+        decoder = self.decoder
+        emb = decoder.embed_time(t)
+        first = decoder.down_blks[0]
+        h = F.conv2d(x_t, self.conv1_weight, stride=2, padding=1) + cond_conv1
+        h = F.relu(h) + first.emb_layers(emb)[:, :, None, None]
+        residual = F.conv2d(x_t, self.shortcut_weight, stride=2, padding=1) + cond_shortcut
+        h = F.relu(first.bn2(first.conv2(h)) + residual)
+        skips = [h]
+        for block in decoder.down_blks[1:]:
+            h = block(h, emb)
+            skips.append(h)
+        mid = decoder.mid_blk
+        h = mid_activated + mid.emb_layers(emb)[:, :, None, None]
+        h = F.relu(mid.bn2(mid.conv2(h)) + mid_shortcut)
+        for i, block in enumerate(decoder.up_blks):
+            h = block(torch.cat([h, skips[-1 - i]], dim=1), emb)
+        return torch.sigmoid(decoder.matting_head(h)) * 2 - 1
