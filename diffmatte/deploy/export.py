@@ -38,9 +38,16 @@ from diffmatte.deploy.runtime import (
 from diffmatte.diffusion.gaussian import STD_CLIP_MIN
 from diffmatte.diffusion.samplers import SIGMA_CLIP_MIN, VARIANCE_CLIP_MIN, Sampler
 from diffmatte.diffusion.schedules import GAMMA_CLIP_MIN, LOG_SNR_CLIP_MIN
+from diffmatte.modeling.backbone.resnet import SpectralNorm
 from diffmatte.modeling.backbone.vit import ViT
 
-__all__ = ["DEFAULT_OPSET", "ExportCheckError", "check_export", "export_model"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "ExportCheckError",
+    "check_export",
+    "export_model",
+    "settle_spectral_norm",
+]
 
 DEFAULT_OPSET = 18
 GRAPH_FILES = {
@@ -54,6 +61,21 @@ CHECK_SIZES = ((64, 96), (45, 77))
 
 class ExportCheckError(RuntimeError):
     """The exported graphs disagree with PyTorch (or do not run in onnxruntime)."""
+
+
+@torch.no_grad()
+def settle_spectral_norm(model: nn.Module, iterations: int = 30) -> nn.Module:
+    """Runs power iterations on every spectral-norm vector pair of a freshly built model.
+
+    A random-weight res34 has random, unconverged ``weight_u`` / ``weight_v``: its sigma
+    estimates are tiny and the features overflow to NaN. Trained checkpoints carry converged
+    vectors; this gives random-weight exports (tests, benchmarks) the same property.
+    """
+    for module in model.modules():
+        if isinstance(module, SpectralNorm):
+            for _ in range(iterations):
+                module.power_iteration()
+    return model
 
 
 def _sha256(path: Path) -> str:
