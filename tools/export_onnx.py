@@ -4,10 +4,9 @@
     python tools/export_onnx.py --config-file configs/ViTS.py --checkpoint ViTS.pth \\
         --output-dir exported/ViTS
 
-Writes ``backbone.onnx``, ``decoder_prepare.onnx``, ``decoder_step.onnx`` (dynamic batch, height
-and width) and ``manifest.json`` into the output folder, then runs the graphs in onnxruntime on
-two image sizes and compares the alpha with PyTorch's (``--no-check`` skips this).
-Needs the ``onnx`` extra: ``pip install -e ".[onnx]"``.
+Writes three graphs (dynamic batch, height, width) and ``manifest.json``, then runs them in
+onnxruntime and compares the alpha with PyTorch's (``--no-check`` skips this). Needs the ``onnx``
+extra: ``pip install -e ".[onnx]"``.
 
 Exit status: 0 on success, 1 when the exported graphs disagree with PyTorch, 2 on bad input or a
 failed export (reported on one line).
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from diffmatte.config import ConfigError
+from diffmatte.deploy.runtime import parse_size
 from diffmatte.engine.checkpoint import CheckpointError
 from diffmatte.engine.cli import add_config_argument, add_overrides_argument
 from diffmatte.engine.predictor import build_model, load_model, resolve_config_file
@@ -56,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check"
     )
     parser.add_argument(
+        "--check-sizes",
+        nargs="+",
+        type=parse_size,
+        default=None,
+        metavar="HxW",
+        help="image sizes of the check (default: 64x96 and 45x77, the padding quirk on both sides)",
+    )
+    parser.add_argument(
+        "--check-strategies",
+        nargs="+",
+        default=["ddim2"],
+        metavar="STRATEGY",
+        help="sampling strategies of the check",
+    )
+    parser.add_argument(
         "--tolerance", type=float, default=1e-4, help="largest allowed |alpha difference|"
     )
     add_overrides_argument(parser)
@@ -69,6 +84,7 @@ def _report(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         from diffmatte.deploy.export import (
+            CHECK_SIZES,
             DEFAULT_OPSET,
             ExportCheckError,
             check_export,
@@ -104,11 +120,25 @@ def run(args: argparse.Namespace) -> int:
     if args.no_check:
         return EXIT_OK
     try:
-        worst = check_export(model, args.output_dir, tolerance=args.tolerance)
+        worst = check_export(
+            model,
+            args.output_dir,
+            sizes=args.check_sizes or CHECK_SIZES,
+            strategies=args.check_strategies,
+            tolerance=args.tolerance,
+        )
+    except ValueError as err:  # a malformed strategy
+        _report(str(err))
+        return EXIT_FAILED
     except ExportCheckError as err:
         _report(str(err))
         return EXIT_MISMATCH
-    print(f"check: onnxruntime alpha within {worst:.2g} of PyTorch", file=sys.stderr)
+    sizes = " ".join(f"{h}x{w}" for h, w in args.check_sizes or CHECK_SIZES)
+    print(
+        f"check: onnxruntime alpha within {worst:.2g} of PyTorch at {sizes}, "
+        f"{' '.join(args.check_strategies)}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 

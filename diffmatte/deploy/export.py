@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from diffmatte.deploy.graphs import (
+    DEFAULT_QUERY_CHUNKS,
     PREPARED_NAMES,
     BackboneGraph,
     DecoderPrepareGraph,
@@ -126,7 +127,7 @@ def _feature_stride(model: nn.Module) -> int:
     return 2 ** (len(model.decoder.down_blks) + 1)
 
 
-def _attention_limits(backbone: nn.Module) -> dict | None:
+def _attention_limits(backbone: nn.Module, query_chunks: int) -> dict | None:
     """What the runtime needs to bound the global attention's memory (ViT backbones)."""
     if not isinstance(backbone, ViT):
         return None
@@ -137,6 +138,7 @@ def _attention_limits(backbone: nn.Module) -> dict | None:
         "patch_size": backbone.patch_size,
         "heads": global_blocks[0].attn.num_heads,
         "global_blocks": len(global_blocks),
+        "query_chunks": query_chunks,
     }
 
 
@@ -146,6 +148,7 @@ def export_model(
     output_dir: str | os.PathLike,
     config_name: str,
     opset: int = DEFAULT_OPSET,
+    query_chunks: int = DEFAULT_QUERY_CHUNKS,
 ) -> dict:
     """Exports a DiffMatte's three graphs and writes the manifest.
 
@@ -155,6 +158,8 @@ def export_model(
         output_dir: created if missing; existing graph files are replaced.
         config_name: recorded in the manifest (e.g. "ViTS").
         opset: ONNX opset of the graphs.
+        query_chunks: pieces of the ViT global attention's queries (see
+            :class:`~diffmatte.deploy.graphs.BackboneGraph`).
 
     Returns:
         The manifest (also written to ``output_dir/manifest.json``).
@@ -162,12 +167,14 @@ def export_model(
     was_training = model.training
     model.eval()
     try:
-        return _export_all(model, Path(output_dir), config_name, opset)
+        return _export_all(model, Path(output_dir), config_name, opset, query_chunks)
     finally:
         model.train(was_training)
 
 
-def _export_all(model: nn.Module, out: Path, config_name: str, opset: int) -> dict:
+def _export_all(
+    model: nn.Module, out: Path, config_name: str, opset: int, query_chunks: int
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stride = _feature_stride(model)
     channels = 4 if model.backbone_trimap == "value" else 6
@@ -175,7 +182,7 @@ def _export_all(model: nn.Module, out: Path, config_name: str, opset: int) -> di
     batch, h, w = dim("batch", min=1, max=64), dim("h", min=1, max=512), dim("w", min=1, max=512)
     # Example: batch 2 and a non-square 64 x 96 input (batch 1 would be specialised).
     x = torch.randn(2, channels, 64, 96)
-    backbone = BackboneGraph(model.backbone)
+    backbone = BackboneGraph(model.backbone, query_chunks)
     _export(
         backbone,
         (x,),
@@ -234,7 +241,7 @@ def _export_all(model: nn.Module, out: Path, config_name: str, opset: int) -> di
             "variance_clip_min": VARIANCE_CLIP_MIN,
         },
         "default_strategy": model.sampler.strategy,
-        "attention": _attention_limits(model.backbone),
+        "attention": _attention_limits(model.backbone, backbone.query_chunks),
         "graphs": {},
     }
     for key, name in GRAPH_FILES.items():

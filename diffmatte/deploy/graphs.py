@@ -34,12 +34,15 @@ from diffmatte.modeling.backbone.vit import ViT
 
 __all__ = [
     "BackboneGraph",
+    "DEFAULT_QUERY_CHUNKS",
     "DecoderPrepareGraph",
     "DecoderStepGraph",
     "PREPARED_NAMES",
     "fold_spectral_norm",
 ]
 
+# Pieces of the ViT global attention's queries (see BackboneGraph).
+DEFAULT_QUERY_CHUNKS = 16
 # Outputs of the prepare graph, inputs of the step graph after x_t and t.
 PREPARED_NAMES = ("cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut")
 
@@ -90,26 +93,50 @@ def _resized_rel_pos(table: Tensor, size: int) -> Tensor:
     return table[coords[:, None] - coords[None, :] + (size - 1)]
 
 
-def _vit_attention(attn: nn.Module, x: Tensor) -> Tensor:
-    """``Attention.forward`` with the decomposed relative-position bias written out."""
+def _attend(q: Tensor, k: Tensor, v: Tensor, rel: tuple[Tensor, Tensor] | None, grid, scale):
+    """softmax(q k^T scale + bias) v for a block of queries; ``rel`` holds the queries' height
+    and width bias terms (B, nH, m, kh) and (B, nH, m, kw) of a (kh, kw) key grid."""
+    logits = (q * scale) @ k.transpose(-2, -1)
+    if rel is not None:
+        b, heads, m, _ = logits.shape
+        rel_h, rel_w = rel
+        logits = logits.reshape(b, heads, m, grid[0], grid[1])
+        logits = logits + rel_h[..., :, None] + rel_w[..., None, :]
+        logits = logits.reshape(b, heads, m, grid[0] * grid[1])
+    return logits.softmax(dim=-1) @ v
+
+
+def _vit_attention(attn: nn.Module, x: Tensor, query_chunks: int = 1) -> Tensor:
+    """``Attention.forward`` with the decomposed relative-position bias written out.
+
+    With ``query_chunks`` > 1 the queries are cut into that many consecutive pieces (some may be
+    empty) and attend one after the other, so that only one piece's logits are alive at a time.
+    """
     b, h, w, _ = x.shape
     heads = attn.num_heads
     qkv = attn.qkv(x).reshape(b, h * w, 3, heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
-    logits = (q * attn.scale) @ k.transpose(-2, -1)
+    rel = None
     if attn.use_rel_pos:
-        r_h = _resized_rel_pos(attn.rel_pos_h, h)
-        r_w = _resized_rel_pos(attn.rel_pos_w, w)
         q_grid = q.reshape(b, heads, h, w, -1)
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, r_h)
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, r_w)
-        logits = logits.reshape(b, heads, h, w, h, w) + rel_h[..., :, None] + rel_w[..., None, :]
-        logits = logits.reshape(b, heads, h * w, h * w)
-    out = logits.softmax(dim=-1) @ v
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, _resized_rel_pos(attn.rel_pos_h, h))
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, _resized_rel_pos(attn.rel_pos_w, w))
+        rel = (rel_h.reshape(b, heads, h * w, -1), rel_w.reshape(b, heads, h * w, -1))
+    if query_chunks == 1:
+        out = _attend(q, k, v, rel, (h, w), attn.scale)
+    else:
+        pieces = [torch.tensor_split(t, query_chunks, dim=2) for t in (q, *(rel or ()))]
+        out = torch.cat(
+            [
+                _attend(parts[0], k, v, parts[1:] or None, (h, w), attn.scale)
+                for parts in zip(*pieces, strict=True)
+            ],
+            dim=2,
+        )
     return attn.proj(out.permute(0, 2, 1, 3).reshape(b, h, w, -1))
 
 
-def _vit_block(block: nn.Module, x: Tensor) -> Tensor:
+def _vit_block(block: nn.Module, x: Tensor, query_chunks: int) -> Tensor:
     """``Block.forward`` (evaluation mode) with reshape-based window partitioning."""
     shortcut = x
     x = block.norm1(x)
@@ -124,7 +151,7 @@ def _vit_block(block: nn.Module, x: Tensor) -> Tensor:
         x = x.reshape(b, n_h, n_w, size, size, c).permute(0, 1, 3, 2, 4, 5)
         x = x.reshape(b, n_h * size, n_w * size, c)[:, :h, :w]
     else:
-        x = _vit_attention(block.attn, x)
+        x = _vit_attention(block.attn, x, query_chunks)
     x = shortcut + x
     x = x + block.mlp(block.norm2(x))
     if block.use_residual_block:
@@ -133,11 +160,13 @@ def _vit_block(block: nn.Module, x: Tensor) -> Tensor:
 
 
 class _ViTGraph(nn.Module):
-    """``ViT.forward`` with the position embedding always resized to the token grid."""
+    """``ViT.forward`` with the position embedding always resized to the token grid and the
+    global blocks' queries in ``query_chunks`` pieces."""
 
-    def __init__(self, vit: ViT) -> None:
+    def __init__(self, vit: ViT, query_chunks: int) -> None:
         super().__init__()
         self.vit = vit
+        self.query_chunks = query_chunks
 
     def forward(self, x: Tensor) -> Tensor:
         vit = self.vit
@@ -149,7 +178,7 @@ class _ViTGraph(nn.Module):
         pos = F.interpolate(pos, size=(x.shape[1], x.shape[2]), mode="bicubic", align_corners=False)
         x = x + pos.permute(0, 2, 3, 1)
         for block in vit.blocks:
-            x = _vit_block(block, x)
+            x = _vit_block(block, x, self.query_chunks)
         return x.permute(0, 3, 1, 2)
 
 
@@ -158,12 +187,16 @@ class BackboneGraph(nn.Module):
 
     Args:
         backbone: the trained backbone (ViT, ResNetEncoder or PriorSwinTransformer).
+        query_chunks: ViT global attention runs its queries in this many consecutive pieces,
+            one after the other: the largest intermediate (heads x tokens x tokens logits) is
+            divided by it (6 GiB at 2048 x 2048 ViT-S in one piece).
     """
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, query_chunks: int = DEFAULT_QUERY_CHUNKS) -> None:
         super().__init__()
+        self.query_chunks = query_chunks
         if isinstance(backbone, ViT):
-            self.body = _ViTGraph(backbone)
+            self.body = _ViTGraph(backbone, query_chunks)
         elif isinstance(backbone, ResNetEncoder):
             self.body = fold_spectral_norm(backbone)
         else:

@@ -34,6 +34,7 @@ __all__ = [
     "OnnxPredictor",
     "Prediction",
     "padded_size",
+    "parse_size",
     "parse_strategy",
     "time_grid",
     "trimap_levels",
@@ -43,8 +44,9 @@ FORMAT = "diffmatte-onnx"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DEFAULT_SEED = 8282
-# Bound of one global-attention logits tensor (batch x heads x tokens^2 float32): the exported
-# attention materialises it, with about two more of its size alive while it runs.
+# Bound of one piece of the ViT global attention's logits (the exported attention materialises
+# batch x heads x ceil(tokens / query_chunks) x tokens float32, and about two more of that size
+# while it runs): 2048 x 2048 ViT-S needs 0.4 GiB, 4096 x 4096 6 GiB (refused).
 DEFAULT_MAX_ATTENTION_BYTES = 1536 * 2**20
 PREPARED_NAMES = ("cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut")
 _STRATEGY = re.compile(r"(ddim|ddpm)(\d+)")
@@ -87,6 +89,21 @@ def parse_strategy(strategy: str) -> tuple[str, int]:
             "integer number of steps N >= 1, e.g. 'ddim10' or 'ddpm1'"
         )
     return match.group(1), int(match.group(2))
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """``"HxW"`` (e.g. "301x417") -> (height, width), each side >= 4.
+
+    Raises:
+        ValueError: anything else.
+    """
+    try:
+        height, width = (int(side) for side in value.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected HxW, e.g. 301x417, got {value!r}") from None
+    if height < 4 or width < 4:
+        raise ValueError(f"image sides must be at least 4 pixels, got {value!r}")
+    return height, width
 
 
 def time_grid(steps: int) -> np.ndarray:
@@ -229,21 +246,25 @@ class OnnxPredictor:
     # -- preprocessing -------------------------------------------------------------------------
 
     def check_size(self, height: int, width: int, batch: int = 1) -> None:
-        """Raises :class:`InputTooLargeError` when the global attention of a (height, width)
-        image would exceed ``max_attention_bytes``."""
+        """Raises :class:`InputTooLargeError` when one piece of the ViT global attention's
+        logits (batch x heads x ceil(tokens / query_chunks) x tokens float32) of a
+        (height, width) image would exceed ``max_attention_bytes``."""
         attention = self.manifest.get("attention")
         if not attention:
             return
         size = padded_size(height, width, self.manifest["padding"]["divisibility"])
         tokens = (size[0] // attention["patch_size"]) * (size[1] // attention["patch_size"])
-        needed = batch * attention["heads"] * tokens * tokens * 4
+        chunks = attention["query_chunks"]
+        needed = batch * attention["heads"] * -(-tokens // chunks) * tokens * 4
         if needed > self.max_attention_bytes:
-            limit = int((self.max_attention_bytes / (batch * attention["heads"] * 4)) ** 0.5)
+            limit = int(
+                (self.max_attention_bytes * chunks / (batch * attention["heads"] * 4)) ** 0.5
+            )
             raise InputTooLargeError(
                 f"image {height}x{width} needs {needed / 2**30:.1f} GiB per global-attention "
-                f"tensor in the ONNX backbone (limit {self.max_attention_bytes / 2**30:.1f} GiB, "
-                f"about {limit} tokens of {attention['patch_size']}x{attention['patch_size']} "
-                "pixels); use the PyTorch backend for larger images"
+                f"logits piece in the ONNX backbone (limit {self.max_attention_bytes / 2**30:.1f} "
+                f"GiB: about {limit} tokens of {attention['patch_size']}x"
+                f"{attention['patch_size']} pixels); use the PyTorch backend for larger images"
             )
 
     def _inputs(self, image: np.ndarray, trimap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

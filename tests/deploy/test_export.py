@@ -80,6 +80,12 @@ def test_manifest_describes_the_graphs(tiny_export):
     backbone = manifest["graphs"]["backbone"]
     assert backbone["outputs"][0]["name"] == "features"
     assert backbone["inputs"][0]["shape"][1] == 4
+    assert manifest["attention"] == {
+        "patch_size": 16,
+        "heads": 2,
+        "global_blocks": 1,
+        "query_chunks": 16,
+    }
 
 
 @pytest.mark.parametrize("size", [(32, 32), (45, 77), (64, 160)])
@@ -142,11 +148,11 @@ def test_check_export_passes_and_reports_mismatch(tiny_export):
 
 def test_runtime_refuses_inputs_beyond_the_attention_bound(tiny_export):
     _, out, _ = tiny_export
-    runtime = OnnxPredictor(out, max_attention_bytes=2 * 32 * 32 * 4)  # 32 tokens
-    image, trimap = inputs(64, 64)
-    runtime.predict(image, trimap, "ddim1")  # 16 tokens: fine
-    with pytest.raises(InputTooLargeError, match="needs .* GiB per global-attention tensor"):
-        runtime.predict(*inputs(96, 96), "ddim1")
+    # 2 heads, 16 query pieces: 64 x 64 (16 tokens) needs 2 * 1 * 16 * 4 bytes a piece.
+    runtime = OnnxPredictor(out, max_attention_bytes=128)
+    runtime.predict(*inputs(64, 64), "ddim1")
+    with pytest.raises(InputTooLargeError, match="needs .* GiB per global-attention logits piece"):
+        runtime.predict(*inputs(96, 96), "ddim1")  # 36 tokens: 2 * 3 * 36 * 4 bytes
 
 
 def test_corrupt_or_missing_export_is_reported(tiny_export, tmp_path):

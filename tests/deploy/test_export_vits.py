@@ -23,7 +23,12 @@ def test_vits_export_equals_pytorch(tmp_path):
     torch.manual_seed(0)
     model = build_model(REPO_ROOT / "configs" / "ViTS.py")
     manifest = export_model(model, tmp_path, "ViTS")
-    assert manifest["attention"] == {"patch_size": 16, "heads": 6, "global_blocks": 4}
+    assert manifest["attention"] == {
+        "patch_size": 16,
+        "heads": 6,
+        "global_blocks": 4,
+        "query_chunks": 16,
+    }
     runtime = OnnxPredictor(tmp_path)
     rng = np.random.default_rng(0)
     for height, width in ((320, 320), (301, 417)):
