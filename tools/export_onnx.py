@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_size,
         default=None,
         metavar="HxW",
-        help="image sizes of the check (default: 64x96 and 45x77, the padding quirk on both sides)",
+        help="image sizes of the check (default: 64x96 and 77x45, the padding quirk on both sides)",
     )
     parser.add_argument(
         "--check-strategies",

@@ -56,8 +56,9 @@ GRAPH_FILES = {
     "decoder_prepare": "decoder_prepare.onnx",
     "decoder_step": "decoder_step.onnx",
 }
-# Sizes of the post-export check: one without padding, one with the padding quirk on both sides.
-CHECK_SIZES = ((64, 96), (45, 77))
+# Sizes of the post-export check: one without padding, one with the padding quirk on both sides
+# (77 x 45 -> 96 x 64).
+CHECK_SIZES = ((64, 96), (77, 45))
 
 
 class ExportCheckError(RuntimeError):

@@ -16,8 +16,9 @@ is tested), written so that ``torch.onnx.export`` keeps height, width and batch 
 ViT's windows are cut with ``reshape`` (no ``view`` of permuted tensors), the absolute and
 relative position tables are always resized to the symbolic grid (a resize to the same size is
 exact), and attention is written out as matrix products with the decomposed relative-position
-bias. The res34 backbone's spectral normalisation is folded into plain convolutions. The trained
-modules are never modified.
+bias; the Swin shift mask is built from comparisons, not slice assignments; the res34
+backbone's spectral normalisation is folded into plain convolutions. The trained modules are
+never modified.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffmatte.modeling.backbone.resnet import ResNetEncoder, SpectralNorm
+from diffmatte.modeling.backbone.swin import _MASK_FILL as SWIN_MASK_FILL
+from diffmatte.modeling.backbone.swin import (
+    PRIORS_PER_SET,
+    PriorSwinTransformer,
+    trimap_region_masks,
+)
+from diffmatte.modeling.backbone.swin import window_partition as swin_window_partition
 from diffmatte.modeling.backbone.vit import ViT
 
 __all__ = [
@@ -182,6 +190,48 @@ class _ViTGraph(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
+def _shifted_window_mask(height, width, window_size: int, shift_size: int, device) -> Tensor:
+    """:func:`~diffmatte.modeling.backbone.swin.shifted_window_mask` from comparisons instead
+    of slice assignments (whose ONNX form is wrong for symbolic sizes): the region of a row is
+    0 above ``height - window_size``, 1 up to ``height - shift_size``, then 2 (likewise for
+    columns), and the label is ``3 row region + column region``."""
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    row_region = (rows >= height - window_size).long() + (rows >= height - shift_size).long()
+    col_region = (cols >= width - window_size).long() + (cols >= width - shift_size).long()
+    labels = (row_region[:, None] * 3 + col_region[None, :]).to(torch.float32)
+    windows = swin_window_partition(labels[None, :, :, None], window_size).squeeze(-1)
+    diff = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return torch.where(diff != 0, SWIN_MASK_FILL, 0.0).to(torch.float32)
+
+
+class _SwinGraph(nn.Module):
+    """``PriorSwinTransformer.forward`` with the shift mask of :func:`_shifted_window_mask`."""
+
+    def __init__(self, swin: PriorSwinTransformer) -> None:
+        super().__init__()
+        self.swin = swin
+
+    def forward(self, x: Tensor) -> Tensor:
+        swin = self.swin
+        trimap = x[:, -PRIORS_PER_SET:]
+        tokens, hw = swin.patch_embed(x)
+        for i, stage in enumerate(swin.layers):
+            masks = trimap_region_masks(trimap, swin.patch_size * 2**i)
+            h, w = hw
+            ws = stage.window_size
+            shift_mask = None
+            if stage.shift_size > 0 and len(stage.blocks) > 1:
+                hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+                shift_mask = _shifted_window_mask(hp, wp, ws, stage.shift_size, x.device)
+            memory = tokens.new_zeros(tokens.shape[0], 0, tokens.shape[2])
+            for block in stage.blocks:
+                tokens, memory = block(tokens, hw, memory, masks, shift_mask)
+            if stage.downsample is not None:
+                tokens, hw = stage.downsample(tokens, hw)
+        return tokens.transpose(1, 2).reshape(x.shape[0], swin.out_channels, *hw)
+
+
 class BackboneGraph(nn.Module):
     """The backbone: (N, 4|6, H', W') padded input -> (N, C, H'/s, W'/s) features.
 
@@ -197,6 +247,8 @@ class BackboneGraph(nn.Module):
         self.query_chunks = query_chunks
         if isinstance(backbone, ViT):
             self.body = _ViTGraph(backbone, query_chunks)
+        elif isinstance(backbone, PriorSwinTransformer):
+            self.body = _SwinGraph(backbone)
         elif isinstance(backbone, ResNetEncoder):
             self.body = fold_spectral_norm(backbone)
         else:

@@ -209,3 +209,15 @@ def test_runtime_never_imports_torch(tiny_export, tmp_path):
         model, image, torch.from_numpy(trimap), Sampler.from_strategy("ddpm2"), seed=5
     ).alpha
     assert np.abs(np.load(tmp_path / "alpha.npy") - expected).max() <= 1e-4
+
+
+def test_torch_free_timing_command(tiny_export, capsys):
+    from diffmatte.deploy import compare
+
+    _, out, _ = tiny_export
+    args = ["--onnx-dir", str(out), "--size", "40x50", "--strategy", "ddim2", "--repeats", "2"]
+    assert compare.main(args) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("40x50 ddim2: ") and "peak RSS" in line
+    assert compare.main(["--onnx-dir", str(out), "--strategy", "ddim0"]) == 2
+    assert "error: invalid sampling strategy" in capsys.readouterr().err
