@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         _report(f'{err.name or err}: not installed; pip install -e ".[onnx]"')
         return EXIT_FAILED
     config = resolve_config_file(args.config_file)
+    torch.manual_seed(0)  # reproducible --random-weights
     try:
         if args.random_weights:
             model = settle_spectral_norm(build_model(config, args.opts))
@@ -106,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError) as err:
         _report(" ".join(str(err).split()))
         return EXIT_FAILED
-    torch.manual_seed(0)
     try:
         export_model(model, args.output_dir, Path(config).stem, args.opset or DEFAULT_OPSET)
     except OSError as err:

@@ -21,7 +21,11 @@ BACKENDS = ("pytorch", "onnxruntime")
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--backend {pytorch,onnxruntime}`` and ``--onnx-dir DIR``."""
+    """``--backend {pytorch,onnxruntime}`` and ``--onnx-dir DIR``.
+
+    A ``--checkpoint`` argument already in the parser becomes optional at parse time (the
+    onnxruntime backend reads none); :func:`backend_error` requires it for PyTorch.
+    """
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -34,6 +38,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="export folder of tools/export_onnx.py, for --backend onnxruntime",
     )
+    for action in parser._actions:
+        if action.dest == "checkpoint":
+            action.required = False
 
 
 def backend_error(args: argparse.Namespace) -> str | None:
@@ -45,6 +52,8 @@ def backend_error(args: argparse.Namespace) -> str | None:
     if args.backend != "onnxruntime":
         if getattr(args, "onnx_dir", None) is not None:
             return "--onnx-dir needs --backend onnxruntime"
+        if hasattr(args, "checkpoint") and args.checkpoint is None:
+            return "--checkpoint is required (or --backend onnxruntime with --onnx-dir)"
         return None
     if args.onnx_dir is None:
         return "--backend onnxruntime needs --onnx-dir (the folder of tools/export_onnx.py)"

@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from diffmatte.deploy.export import check_export, export_model  # noqa: E402
+from diffmatte.deploy.export import check_export  # noqa: E402
 from diffmatte.deploy.graphs import BackboneGraph  # noqa: E402
 from diffmatte.deploy.runtime import (  # noqa: E402
     ExportFormatError,
@@ -27,29 +27,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO_ROOT / "tests" / "configs" / "tiny_vit.py"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def randomized(model):
-    """Random BatchNorm statistics and affine weights, so that folding them is tested."""
-    generator = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            shape = module.running_mean.shape
-            module.running_mean.copy_(torch.randn(shape, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(shape, generator=generator) + 0.5)
-            module.weight.data.copy_(1 + torch.randn(shape, generator=generator) * 0.1)
-            module.bias.data.copy_(torch.randn(shape, generator=generator) * 0.1)
-    return model
-
-
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    torch.manual_seed(0)
-    model = randomized(build_model(TINY_CONFIG))
-    out = tmp_path_factory.mktemp("tiny_onnx")
-    with torch.no_grad():
-        manifest = export_model(model, out, "tiny_vit")
-    return model, out, manifest
 
 
 def inputs(height, width, seed=3):
