@@ -300,7 +300,13 @@ def check_export(
             expected = predict_alpha(
                 model, image, torch.from_numpy(trimap), Sampler.from_strategy(strategy), seed
             ).alpha
-            got = runtime.predict(image, trimap, strategy=strategy, seed=seed).alpha
+            try:
+                got = runtime.predict(image, trimap, strategy=strategy, seed=seed).alpha
+            except Exception as err:  # onnxruntime's own error types
+                first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                raise ExportCheckError(
+                    f"onnxruntime cannot run the exported graphs at {height}x{width}: {first}"
+                ) from None
             diff = float(np.abs(got - expected).max())
             worst = max(worst, diff)
             if not diff <= tolerance:

@@ -222,7 +222,8 @@ class _SwinGraph(nn.Module):
             ws = stage.window_size
             shift_mask = None
             if stage.shift_size > 0 and len(stage.blocks) > 1:
-                hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+                # Not -(-h // ws) * ws: the exported integer division truncates toward zero.
+                hp, wp = h + (ws - h % ws) % ws, w + (ws - w % ws) % ws
                 shift_mask = _shifted_window_mask(hp, wp, ws, stage.shift_size, x.device)
             memory = tokens.new_zeros(tokens.shape[0], 0, tokens.shape[2])
             for block in stage.blocks:
