@@ -106,6 +106,8 @@ def _io_signature(path: Path) -> dict[str, list[dict]]:
 
 
 def _export(module: nn.Module, args: tuple, names: tuple, shapes: tuple, path: Path, opset: int):
+    import onnx
+
     inputs, outputs = names
     program = torch.onnx.export(
         module.eval(),
@@ -119,8 +121,13 @@ def _export(module: nn.Module, args: tuple, names: tuple, shapes: tuple, path: P
         external_data=False,
         verbose=False,
     )
+    # Intermediate shape annotations are dropped: the exporter can record a symbolic size as
+    # the example's constant (Swin's shift mask), which misleads onnxruntime's buffer reuse;
+    # onnxruntime infers the shapes itself.
+    proto = program.model_proto
+    del proto.graph.value_info[:]
     tmp = path.with_name(path.name + ".tmp")
-    program.save(str(tmp))
+    onnx.save(proto, str(tmp))
     os.replace(tmp, path)
 
 

@@ -32,12 +32,14 @@ from torch import Tensor, nn
 
 from diffmatte.modeling.backbone.resnet import ResNetEncoder, SpectralNorm
 from diffmatte.modeling.backbone.swin import _MASK_FILL as SWIN_MASK_FILL
+from diffmatte.modeling.backbone.swin import _REGION_EPS as SWIN_REGION_EPS
 from diffmatte.modeling.backbone.swin import (
     PRIORS_PER_SET,
     PriorSwinTransformer,
     trimap_region_masks,
 )
 from diffmatte.modeling.backbone.swin import window_partition as swin_window_partition
+from diffmatte.modeling.backbone.swin import window_reverse as swin_window_reverse
 from diffmatte.modeling.backbone.vit import ViT
 
 __all__ = [
@@ -205,8 +207,38 @@ def _shifted_window_mask(height, width, window_size: int, shift_size: int, devic
     return torch.where(diff != 0, SWIN_MASK_FILL, 0.0).to(torch.float32)
 
 
+def _swin_block(block: nn.Module, x: Tensor, hw, memory: Tensor, masks: Tensor, shift_mask):
+    """``PriorSwinBlock.forward`` (evaluation mode) with the region priors' denominator as
+    ``max(count, 1e-9)`` instead of ``count + 1e-9``: the same float32 value for the integer
+    counts of the 0/1 masks, and an addition the ONNX graph optimiser does not drop."""
+    b, _, c = x.shape
+    h, w = hw
+    shortcut = x
+    priors = torch.einsum("brl,blc->brc", masks.to(x.dtype), x)
+    priors = priors / masks.sum(-1, keepdim=True).to(x.dtype).clamp(min=SWIN_REGION_EPS)
+    memory = torch.cat([memory, priors], dim=1)
+    ws, shift = block.window_size, block.shift_size
+    tokens = block.norm1(x).reshape(b, h, w, c)
+    pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
+    tokens = F.pad(tokens, (0, 0, 0, pad_r, 0, pad_b))
+    hp, wp = h + pad_b, w + pad_r
+    if shift > 0:
+        tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2))
+    attn_out, prior_out = block.attn(
+        swin_window_partition(tokens, ws), block.norm1(memory), shift_mask if shift > 0 else None
+    )
+    tokens = swin_window_reverse(attn_out, ws, hp, wp)
+    if shift > 0:
+        tokens = torch.roll(tokens, shifts=(shift, shift), dims=(1, 2))
+    x = shortcut + tokens[:, :h, :w, :].reshape(b, h * w, c)
+    x = x + block.mlp(block.norm2(x))
+    memory = memory + prior_out
+    return x, memory + block.mlp(block.norm2(memory))
+
+
 class _SwinGraph(nn.Module):
-    """``PriorSwinTransformer.forward`` with the shift mask of :func:`_shifted_window_mask`."""
+    """``PriorSwinTransformer.forward`` with the shift mask of :func:`_shifted_window_mask` and
+    the blocks of :func:`_swin_block`."""
 
     def __init__(self, swin: PriorSwinTransformer) -> None:
         super().__init__()
@@ -227,7 +259,7 @@ class _SwinGraph(nn.Module):
                 shift_mask = _shifted_window_mask(hp, wp, ws, stage.shift_size, x.device)
             memory = tokens.new_zeros(tokens.shape[0], 0, tokens.shape[2])
             for block in stage.blocks:
-                tokens, memory = block(tokens, hw, memory, masks, shift_mask)
+                tokens, memory = _swin_block(block, tokens, hw, memory, masks, shift_mask)
             if stage.downsample is not None:
                 tokens, hw = stage.downsample(tokens, hw)
         return tokens.transpose(1, 2).reshape(x.shape[0], swin.out_channels, *hw)
