@@ -42,3 +42,17 @@ def test_vits_export_equals_pytorch(tmp_path):
             ).alpha
             got = runtime.predict(image, trimap, strategy, seed=8282).alpha
             assert np.abs(got - expected).max() <= 1e-4, (height, width, strategy)
+
+
+@pytest.mark.slow
+def test_side_by_side_benchmark_rows():
+    from diffmatte.deploy.compare import format_rows, side_by_side
+
+    config = REPO_ROOT / "tests" / "configs" / "tiny_vit.py"
+    rows = side_by_side(str(config), [64], ["ddim1", "ddpm2"], threads=1, repeats=1, warmup=0)
+    assert [(row["size"], row["strategy"]) for row in rows] == [(64, "ddim1"), (64, "ddpm2")]
+    for row in rows:
+        assert row["pytorch_s"] > 0 and row["onnxruntime_s"] > 0
+        assert row["max_abs_diff"] <= 1e-4
+        assert row["speedup"] == pytest.approx(row["pytorch_s"] / row["onnxruntime_s"])
+    assert format_rows(rows).count("\n") == 3
