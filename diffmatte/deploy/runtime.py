@@ -44,10 +44,11 @@ FORMAT = "diffmatte-onnx"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DEFAULT_SEED = 8282
-# Bound of one piece of the ViT global attention's logits (the exported attention materialises
-# batch x heads x ceil(tokens / query_chunks) x tokens float32, and about two more of that size
-# while it runs): 2048 x 2048 ViT-S needs 0.4 GiB, 4096 x 4096 6 GiB (refused).
-DEFAULT_MAX_ATTENTION_BYTES = 1536 * 2**20
+# Bound of the ViT global attention's logits (batch x heads x tokens^2 float32) in onnxruntime,
+# which keeps all query pieces alive: ViT-S 1536 x 1536 (2 GiB of logits) peaked at 7.2 GiB RSS
+# for the backbone alone. 1 GiB keeps a whole prediction under 6 GB: ViT-S up to about
+# 1296 x 1296, ViT-B up to about 1088 x 1088; 2048 x 2048 is refused.
+DEFAULT_MAX_ATTENTION_BYTES = 1024 * 2**20
 PREPARED_NAMES = ("cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut")
 _STRATEGY = re.compile(r"(ddim|ddpm)(\d+)")
 
@@ -186,8 +187,8 @@ class OnnxPredictor:
         threads: intra-op threads of each session; None lets onnxruntime choose.
         providers: onnxruntime execution providers; default CPU.
         verify: check each graph's SHA-256 against the manifest.
-        max_attention_bytes: memory bound of one global-attention logits tensor; larger inputs
-            are refused with :class:`InputTooLargeError`.
+        max_attention_bytes: memory bound of the global attention's logits; larger inputs
+            are refused with :class:`InputTooLargeError` (see :meth:`check_size`).
 
     Raises:
         ExportFormatError: missing, corrupt or unknown export (one-line message).
@@ -246,25 +247,23 @@ class OnnxPredictor:
     # -- preprocessing -------------------------------------------------------------------------
 
     def check_size(self, height: int, width: int, batch: int = 1) -> None:
-        """Raises :class:`InputTooLargeError` when one piece of the ViT global attention's
-        logits (batch x heads x ceil(tokens / query_chunks) x tokens float32) of a
-        (height, width) image would exceed ``max_attention_bytes``."""
+        """Raises :class:`InputTooLargeError` when the ViT global attention's logits of a
+        (height, width) image (batch x heads x tokens x tokens float32) would exceed
+        ``max_attention_bytes``. The graph computes them in query pieces, but onnxruntime keeps
+        every piece alive (peak RSS about 3.5 times the logits), so the whole is bounded."""
         attention = self.manifest.get("attention")
         if not attention:
             return
         size = padded_size(height, width, self.manifest["padding"]["divisibility"])
         tokens = (size[0] // attention["patch_size"]) * (size[1] // attention["patch_size"])
-        chunks = attention["query_chunks"]
-        needed = batch * attention["heads"] * -(-tokens // chunks) * tokens * 4
+        needed = batch * attention["heads"] * tokens * tokens * 4
         if needed > self.max_attention_bytes:
-            limit = int(
-                (self.max_attention_bytes * chunks / (batch * attention["heads"] * 4)) ** 0.5
-            )
+            limit = int((self.max_attention_bytes / (batch * attention["heads"] * 4)) ** 0.5)
+            side = int(limit**0.5) * attention["patch_size"]
             raise InputTooLargeError(
-                f"image {height}x{width} needs {needed / 2**30:.1f} GiB per global-attention "
-                f"logits piece in the ONNX backbone (limit {self.max_attention_bytes / 2**30:.1f} "
-                f"GiB: about {limit} tokens of {attention['patch_size']}x"
-                f"{attention['patch_size']} pixels); use the PyTorch backend for larger images"
+                f"image {height}x{width} needs {needed / 2**30:.1f} GiB of global-attention "
+                f"logits in the ONNX backbone (limit {self.max_attention_bytes / 2**30:.2f} GiB: "
+                f"{limit} tokens, about {side}x{side} pixels); use the PyTorch backend"
             )
 
     def _inputs(self, image: np.ndarray, trimap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

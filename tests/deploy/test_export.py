@@ -125,11 +125,11 @@ def test_check_export_passes_and_reports_mismatch(tiny_export):
 
 def test_runtime_refuses_inputs_beyond_the_attention_bound(tiny_export):
     _, out, _ = tiny_export
-    # 2 heads, 16 query pieces: 64 x 64 (16 tokens) needs 2 * 1 * 16 * 4 bytes a piece.
-    runtime = OnnxPredictor(out, max_attention_bytes=128)
+    # 2 heads: 64 x 64 (16 tokens) needs 2 * 16 * 16 * 4 bytes of logits.
+    runtime = OnnxPredictor(out, max_attention_bytes=2048)
     runtime.predict(*inputs(64, 64), "ddim1")
-    with pytest.raises(InputTooLargeError, match="needs .* GiB per global-attention logits piece"):
-        runtime.predict(*inputs(96, 96), "ddim1")  # 36 tokens: 2 * 3 * 36 * 4 bytes
+    with pytest.raises(InputTooLargeError, match="needs .* GiB of global-attention logits"):
+        runtime.predict(*inputs(96, 96), "ddim1")  # 36 tokens: 2 * 36 * 36 * 4 bytes
 
 
 def test_corrupt_or_missing_export_is_reported(tiny_export, tmp_path):
