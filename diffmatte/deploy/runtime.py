@@ -263,7 +263,7 @@ class OnnxPredictor:
             raise InputTooLargeError(
                 f"image {height}x{width} needs {needed / 2**30:.1f} GiB of global-attention "
                 f"logits in the ONNX backbone (limit {self.max_attention_bytes / 2**30:.2f} GiB: "
-                f"{limit} tokens, about {side}x{side} pixels); use the PyTorch backend"
+                f"{limit} tokens, a padded image of about {side}x{side}); use the PyTorch backend"
             )
 
     def _inputs(self, image: np.ndarray, trimap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
