@@ -45,10 +45,10 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DEFAULT_SEED = 8282
 # Bound of the ViT global attention's logits (batch x heads x tokens^2 float32) in onnxruntime,
-# which keeps all query pieces alive: ViT-S 1536 x 1536 (2 GiB of logits) peaked at 7.2 GiB RSS
-# for the backbone alone. 1 GiB keeps a whole prediction under 6 GB: ViT-S up to about
-# 1296 x 1296, ViT-B up to about 1088 x 1088; 2048 x 2048 is refused.
-DEFAULT_MAX_ATTENTION_BYTES = 1024 * 2**20
+# which keeps all query pieces alive. Measured peak RSS of a whole ViT-S prediction (ddim2, one
+# thread): 4.14 GiB at 1024 x 1024 (0.375 GiB of logits), 8.96 GiB at 1280 x 1280 (0.98 GiB).
+# 768 MiB admits ViT-S up to about 1216 x 1216 and ViT-B up to 1024 x 1024.
+DEFAULT_MAX_ATTENTION_BYTES = 768 * 2**20
 PREPARED_NAMES = ("cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut")
 _STRATEGY = re.compile(r"(ddim|ddpm)(\d+)")
 
