@@ -31,6 +31,8 @@ from diffmatte.data.composition1k import (
     list_pairs,
     read_sample,
 )
+from diffmatte.deploy.backends import add_backend_arguments, backend_error, load_predictor
+from diffmatte.deploy.runtime import InputTooLargeError
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import CheckpointError
 from diffmatte.engine.cli import (
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cuda-graph", action="store_true", help="replay the decoder step from a CUDA graph"
     )
+    add_backend_arguments(parser)
     add_overrides_argument(parser)
     return parser
 
@@ -119,11 +122,16 @@ def predict_one(
     """Predicts and writes one alpha; reports a problem on one line and returns False."""
     try:
         sample = read_sample(pair)
-        trimap = trimap_to_model(sample.trimap, "composition1k")
-        prediction = predict_alpha(model, sample.image, trimap, sampler, args.seed, device)
+        if args.backend == "onnxruntime":  # model is an OnnxPredictor
+            prediction = model.predict(sample.image, sample.trimap, sampler.strategy, args.seed)
+        else:
+            trimap = trimap_to_model(sample.trimap, "composition1k")
+            prediction = predict_alpha(model, sample.image, trimap, sampler, args.seed, device)
         write_png_atomic(output, alpha_to_uint8(prediction.alpha))
     except ImageReadError as err:
         _error(str(err))
+    except InputTooLargeError as err:
+        _error(f"{pair.image_path}: {err}")
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         height, width = sample.image.shape[:2]
@@ -206,6 +214,10 @@ def predict_batched(
 
 def run(args: argparse.Namespace) -> int:
     """Runs inference for parsed arguments; returns the exit status."""
+    problem = backend_error(args)
+    if problem is not None:
+        _error(problem)
+        return EXIT_UNUSABLE
     try:
         sampler = Sampler.from_strategy(args.sample_strategy)
         rank, world_size = get_rank(), get_world_size()
@@ -228,8 +240,8 @@ def run(args: argparse.Namespace) -> int:
     if not listing.pairs:
         _error(f"{listing.image_dir}: no usable images (.png, .jpg, .jpeg with a trimap)")
         return EXIT_UNUSABLE
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
+    checkpoint = Path(args.checkpoint or "")
+    if args.backend == "pytorch" and not checkpoint.is_file():
         _error(f"{checkpoint}: checkpoint file not found")
         return EXIT_UNUSABLE
 
@@ -252,13 +264,16 @@ def run(args: argparse.Namespace) -> int:
             _error(f"{output_dir}: cannot create the output folder ({err.strerror or err})")
             return EXIT_UNUSABLE
         try:
-            config_file = resolve_config_file(args.config_file)
-            model = load_model(config_file, checkpoint, args.opts, device)
-        except (ConfigError, CheckpointError) as err:
+            if args.backend == "onnxruntime":
+                model = load_predictor("onnxruntime", onnx_dir=args.onnx_dir)
+            else:
+                config_file = resolve_config_file(args.config_file)
+                model = load_model(config_file, checkpoint, args.opts, device)
+                model.set_inference_options(args.precision, args.compile, args.cuda_graph)
+        except (ConfigError, CheckpointError, ValueError, ImportError) as err:
             _error(" ".join(str(err).split()))
             return EXIT_UNUSABLE
-        model.set_inference_options(args.precision, args.compile, args.cuda_graph)
-        if args.batch_size > 1 and batchable(model, sampler):
+        if args.backend == "pytorch" and args.batch_size > 1 and batchable(model, sampler):
             desc = f"{prefix}{args.sample_strategy}"
             with tqdm(total=len(todo), desc=desc, unit="img", position=rank) as progress:
                 written = predict_batched(model, todo, output_dir, sampler, args, device, progress)

@@ -25,6 +25,7 @@ import numpy as np
 
 from diffmatte.config import ConfigError
 from diffmatte.data.sources import bundled_lemur_dir
+from diffmatte.deploy.backends import add_backend_arguments, backend_error, load_predictor
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import CheckpointError
 from diffmatte.engine.cli import (
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="also save a PNG strip with the alpha predicted at each sampling step, left to right",
     )
+    add_backend_arguments(parser)
     add_overrides_argument(parser)
     return parser
 
@@ -130,6 +132,10 @@ def _report(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the prediction for parsed arguments; returns the exit status."""
+    problem = backend_error(args)
+    if problem is not None:
+        _report(problem)
+        return EXIT_FAILED
     try:
         sampler = Sampler.from_strategy(args.sample_strategy)
         device = resolve_device(args.device)
@@ -153,8 +159,8 @@ def run(args: argparse.Namespace) -> int:
         if Path(output).resolve() in inputs:
             _report(f"{output}: is an input file; choose another output path")
             return EXIT_FAILED
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
+    checkpoint = Path(args.checkpoint or "")
+    if args.backend == "pytorch" and not checkpoint.is_file():
         _report(f"{checkpoint}: checkpoint file not found")
         return EXIT_FAILED
 
@@ -165,18 +171,27 @@ def run(args: argparse.Namespace) -> int:
             "(v/255 < 0.1 background, > 0.9 foreground, else unknown)",
             file=sys.stderr,
         )
-    trimap = trimap_to_model(gray, "demo")
-    try:
-        model = load_model(resolve_config_file(args.config_file), checkpoint, args.opts, device)
-    except (ConfigError, CheckpointError) as err:
-        _report(" ".join(str(err).split()))
-        return EXIT_FAILED
-    model.set_inference_options(args.precision, args.compile)
-
     want_trajectory = args.output_trajectory is not None
-    prediction = predict_alpha(
-        model, image, trimap, sampler, args.seed, device, return_trajectory=want_trajectory
-    )
+    if args.backend == "onnxruntime":
+        try:
+            prediction = load_predictor("onnxruntime", onnx_dir=args.onnx_dir).predict(
+                image, gray, args.sample_strategy, args.seed, want_trajectory, "demo"
+            )
+        except (ValueError, ImportError) as err:
+            _report(str(err))
+            return EXIT_FAILED
+    else:
+        trimap = trimap_to_model(gray, "demo")
+        try:
+            config = resolve_config_file(args.config_file)
+            model = load_model(config, checkpoint, args.opts, device)
+        except (ConfigError, CheckpointError) as err:
+            _report(" ".join(str(err).split()))
+            return EXIT_FAILED
+        model.set_inference_options(args.precision, args.compile)
+        prediction = predict_alpha(
+            model, image, trimap, sampler, args.seed, device, return_trajectory=want_trajectory
+        )
     alpha_u8 = alpha_to_uint8(prediction.alpha)
     try:
         written = [write_png_atomic(alpha_path, alpha_u8)]

@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="time the straightforward path (sample(fast=False)) instead of the fast one",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("pytorch", "onnxruntime"),
+        default="pytorch",
+        help="onnxruntime: export the model and time PyTorch and onnxruntime side by side "
+        "(median s/img of each, interleaved, and their max alpha difference)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the decoder step")
     parser.add_argument(
         "--cuda-graph", action="store_true", help="replay the decoder step from a CUDA graph"
@@ -366,6 +373,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.backend == "onnxruntime":
+        from diffmatte.deploy.compare import format_rows, side_by_side
+
+        rows = side_by_side(
+            config_file,
+            args.sizes,
+            strategies,
+            args.threads,
+            args.repeats,
+            args.warmup,
+            overrides=args.opts,
+        )
+        print(format_rows(rows))
+        return 0
     model.set_inference_options(args.precision, args.compile, args.cuda_graph)
     heap_reuse = apply_heap_reuse(args, device)
     info = {
