@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from diffmatte.config import ConfigError
+from diffmatte.deploy.backends import add_backend_arguments, check_backend, predictor_from_args
 from diffmatte.engine.checkpoint import CheckpointError
 from diffmatte.engine.cli import (
     add_checkpoint_argument,
@@ -33,7 +34,7 @@ from diffmatte.engine.cli import (
     inference_options,
     one_line,
 )
-from diffmatte.inference import FolderSummary, Predictor, plan_folder, run_folder
+from diffmatte.inference import FolderSummary, plan_folder, run_folder
 from diffmatte.inference.checks import check_run
 from diffmatte.utils.distributed import get_rank, get_world_size
 
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cuda-graph", action="store_true", help="replay the decoder step from a CUDA graph"
     )
+    add_backend_arguments(parser)
     add_overrides_argument(parser)
     return parser
 
@@ -97,9 +99,11 @@ def run(args: argparse.Namespace) -> int:
     rank, world_size = get_rank(), get_world_size()
     # Every check that can fail comes before the model is loaded; nothing is created before it.
     try:
+        check_backend(args)
         options = inference_options(args)
+        checkpoint = args.checkpoint if args.backend == "pytorch" else None
         sampler, device = check_run(
-            args.sample_strategy, args.seed, options, args.device, args.checkpoint
+            args.sample_strategy, args.seed, options, args.device, checkpoint
         )
         plan = plan_folder(args.data_dir, args.output_dir, args.overwrite, rank, world_size)
     except ValueError as err:
@@ -112,9 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if plan.todo:
         apply_heap_reuse(args, device)  # before the model's memory is allocated
         try:
-            predictor = Predictor.from_config(
-                args.config_file, args.checkpoint, options, device, args.opts
-            )
+            predictor = predictor_from_args(args, options, device)
         except (ConfigError, CheckpointError, ValueError) as err:
             _error(one_line(err))
             return EXIT_UNUSABLE

@@ -24,6 +24,7 @@ import numpy as np
 from diffmatte.config import ConfigError
 from diffmatte.data.composition1k import MattingPair, read_sample
 from diffmatte.data.sources import bundled_lemur_dir
+from diffmatte.deploy.backends import add_backend_arguments, check_backend, predictor_from_args
 from diffmatte.engine.checkpoint import CheckpointError
 from diffmatte.engine.cli import (
     add_checkpoint_argument,
@@ -34,7 +35,6 @@ from diffmatte.engine.cli import (
     inference_options,
     one_line,
 )
-from diffmatte.inference import Predictor
 from diffmatte.inference.checks import check_run
 from diffmatte.inference.outputs import alpha_output_path, write_prediction
 from diffmatte.utils.fileio import check_writable_file
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--output-trajectory", "a PNG strip of the alpha predicted at each step, left to right"),
     ):
         parser.add_argument(flag, metavar="PATH", help=f"also save {what}")
+    add_backend_arguments(parser)
     add_overrides_argument(parser)
     return parser
 
@@ -103,18 +104,20 @@ def run(args: argparse.Namespace) -> int:
     alpha_path = alpha_output_path(args.output, args.image)
     # Every check that can fail comes before the model is loaded; nothing is created before it.
     try:
+        check_backend(args)
         options = inference_options(args)
+        checkpoint = args.checkpoint if args.backend == "pytorch" else None
         sampler, device = check_run(
-            args.sample_strategy, args.seed, options, args.device, args.checkpoint
+            args.sample_strategy, args.seed, options, args.device, checkpoint
         )
         image, trimap = Path(args.image), Path(args.trimap)
         sample = read_sample(MattingPair(image.stem, image, trimap))
         for output in [alpha_path, *(path for path in extras.values() if path is not None)]:
             check_writable_file(output, inputs=(args.image, args.trimap))
         apply_heap_reuse(args, device)  # before the model's memory is allocated
-        predictor = Predictor.from_config(
-            args.config_file, args.checkpoint, options, device, args.opts
-        )
+        predictor = predictor_from_args(args, options, device)
+        if hasattr(predictor, "check_size"):  # exported graphs bound the image size
+            predictor.check_size(*sample.image.shape[:2])
     except (ValueError, ImageReadError, ConfigError, CheckpointError) as err:
         _report(one_line(err))
         return EXIT_FAILED

@@ -57,28 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
         ("--isolate", "run each (size, strategy) in its own process and report its peak RSS"),
     ):
         parser.add_argument(flag, action="store_true", help=what)
+    parser.add_argument(
+        "--backend",
+        choices=("pytorch", "onnxruntime"),
+        default="pytorch",
+        help="onnxruntime: export the model and time both backends side by side (interleaved)",
+    )
     add_heap_reuse_argument(parser)
     parser.add_argument("--peak-seconds", type=float, default=2.0, help="matmul peak duration")
-    parser.add_argument(
-        "--json", metavar="PATH", help="also write the results as JSON ('-': stdout)"
-    )
+    parser.add_argument("--json", metavar="PATH", help="also write results as JSON ('-': stdout)")
     add_overrides_argument(parser)
     parser.add_argument("--case-only", action="store_true", help=argparse.SUPPRESS)  # isolate
     return parser
-
-
-def _child_command(args: argparse.Namespace, size: int, strategy: str) -> list[str]:
-    command = [sys.executable, __file__, "--case-only", "--json", "-"]
-    command += ["--config-file", str(args.config_file), "--device", args.device]
-    command += ["--sizes", str(size), "--strategies", strategy, "--precision", args.precision]
-    command += ["--batch-size", str(args.batch_size), "--repeats", str(args.repeats)]
-    command += ["--warmup", str(args.warmup), "--seed", str(args.seed)]
-    if args.threads is not None:
-        command += ["--threads", str(args.threads)]
-    for flag in ("reference", "compile", "cuda_graph", "heap_reuse"):
-        if getattr(args, flag):
-            command.append("--" + flag.replace("_", "-"))
-    return command + list(args.opts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.backend == "onnxruntime":
+        from diffmatte.deploy.compare import format_rows, side_by_side
+
+        timing = (args.threads, args.repeats, args.warmup)
+        rows = side_by_side(args.config_file, args.sizes, strategies, *timing, overrides=args.opts)
+        print(format_rows(rows))
+        return 0
     inference_model = build_inference_model(model, options)
     heap_reuse = apply_heap_reuse(args, device)
     info = {"config": str(args.config_file), "device": benchmark.device_name(device)}
@@ -114,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts = {} if args.no_flops else benchmark.count_macs(model, size)
         for strategy in strategies:
             if args.isolate:
-                command = _child_command(args, size, strategy)
+                command = benchmark.case_command(__file__, args, size, strategy)
                 record = benchmark.run_isolated(command, cpu=device.type != "cuda")
             else:
                 record = benchmark.run_case(inference_model, size, strategy, device, *timing)

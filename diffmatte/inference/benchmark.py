@@ -21,10 +21,12 @@ values) and reports:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 import warnings
 
@@ -44,6 +46,7 @@ from diffmatte.modeling.trimap import (
 __all__ = [
     "COLUMNS",
     "add_flop_figures",
+    "case_command",
     "count_macs",
     "device_name",
     "format_table",
@@ -341,3 +344,19 @@ def step_ratios(results: list[dict]) -> list[str]:
             if strategy != base:
                 lines.append(f"{size}: {strategy}/{base} = {latency / rows[base]:.2f}")
     return lines
+
+
+def case_command(script: str, args: argparse.Namespace, size: int, strategy: str) -> list[str]:
+    """The command that runs one (size, strategy) case of ``tools/benchmark.py`` (``script``)
+    in its own process with the same options (``--isolate``)."""
+    command = [sys.executable, script, "--case-only", "--json", "-"]
+    command += ["--config-file", str(args.config_file), "--device", args.device]
+    command += ["--sizes", str(size), "--strategies", strategy, "--precision", args.precision]
+    command += ["--batch-size", str(args.batch_size), "--repeats", str(args.repeats)]
+    command += ["--warmup", str(args.warmup), "--seed", str(args.seed)]
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
+    for flag in ("reference", "compile", "cuda_graph", "heap_reuse"):
+        if getattr(args, flag):
+            command.append("--" + flag.replace("_", "-"))
+    return command + list(args.opts)

@@ -63,7 +63,7 @@ def check_run(
     seed: int,
     options: InferenceOptions,
     device: str | torch.device | None,
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
 ) -> tuple[Sampler | None, torch.device]:
     """The checks of every inference command line, before it reads an image or loads a model.
 
@@ -72,7 +72,8 @@ def check_run(
         seed: see :func:`check_sampling`.
         options: the inference options, checked against the device.
         device: a ``--device`` value (see :func:`~diffmatte.inference.functional.resolve_device`).
-        checkpoint: the weights file, which must exist.
+        checkpoint: the weights file, which must exist (None: a backend without one, e.g.
+            onnxruntime on exported graphs).
 
     Returns:
         ``(sampler, device)``: the parsed strategy and the resolved device.
@@ -83,5 +84,6 @@ def check_run(
     sampler = check_sampling(strategy, seed)
     resolved = resolve_device(device)
     options.check_device(resolved)
-    check_checkpoint_file(checkpoint)
+    if checkpoint is not None:
+        check_checkpoint_file(checkpoint)
     return sampler, resolved

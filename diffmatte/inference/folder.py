@@ -180,6 +180,9 @@ class _Runner:
         except ImageReadError as err:
             self.on_error(str(err))
             self.summary.failed += 1
+        except ValueError as err:  # e.g. larger than exported graphs admit
+            self.on_error(f"{pair.image_path}: {' '.join(str(err).split())}")
+            self.summary.failed += 1
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             height, width = sample.image.shape[:2]
@@ -255,7 +258,9 @@ def run_folder(
     """
     sampler = check_sampling(strategy, seed)
     runner = _Runner(predictor, plan, sampler, seed, on_error or logger.error, on_progress)
-    batch_size = predictor.options.batch_size
+    # Any predictor with predict/predict_batch runs here (onnxruntime's: one image at a time).
+    options = getattr(predictor, "options", None)
+    batch_size = options.batch_size if options is not None else 1
     if batch_size > 1 and batchable(predictor.model, sampler):
         runner.batched(batch_size)
     else:

@@ -1,0 +1,372 @@
+"""The exportable graphs of a trained DiffMatte, as torch modules over its parameters.
+
+Three graphs split one inference along what depends on the sampling step:
+
+- :class:`BackboneGraph`: the padded backbone input (normalised RGB + trimap encoding) to the
+  features, once per image;
+- :class:`DecoderPrepareGraph`: the decoder's step-independent work, once per image: the
+  conditioning channels' share of the first down block's two convolutions (BatchNorm folded in)
+  and the mid block's two branches on the features (transposed convolution with BN and ReLU, and
+  the bilinear-upsample shortcut);
+- :class:`DecoderStepGraph`: one sampling step from the padded, variance-normalised ``x_t``, the
+  time and the prepared tensors to the x0 prediction ``2 sigmoid(logits) - 1``.
+
+They compute the same functions as ``DiffMatte.backbone`` and ``DUNet.forward`` (the equality
+is tested), written so that ``torch.onnx.export`` keeps height, width and batch symbolic: the
+ViT's windows are cut with ``reshape`` (no ``view`` of permuted tensors), the absolute and
+relative position tables are always resized to the symbolic grid (a resize to the same size is
+exact), and attention is written out as matrix products with the decomposed relative-position
+bias; the Swin shift mask is built from comparisons, not slice assignments; the res34
+backbone's spectral normalisation is folded into plain convolutions. The trained modules are
+never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffmatte.modeling.backbone.resnet import ResNetEncoder, SpectralNorm
+from diffmatte.modeling.backbone.swin import _MASK_FILL as SWIN_MASK_FILL
+from diffmatte.modeling.backbone.swin import _REGION_EPS as SWIN_REGION_EPS
+from diffmatte.modeling.backbone.swin import (
+    PRIORS_PER_SET,
+    PriorSwinTransformer,
+    trimap_region_masks,
+)
+from diffmatte.modeling.backbone.swin import window_partition as swin_window_partition
+from diffmatte.modeling.backbone.swin import window_reverse as swin_window_reverse
+from diffmatte.modeling.backbone.vit import ViT
+
+__all__ = [
+    "BackboneGraph",
+    "DEFAULT_QUERY_CHUNKS",
+    "DecoderPrepareGraph",
+    "DecoderStepGraph",
+    "PREPARED_NAMES",
+    "fold_spectral_norm",
+]
+
+# Pieces of the ViT global attention's queries (see BackboneGraph).
+DEFAULT_QUERY_CHUNKS = 16
+# Outputs of the prepare graph, inputs of the step graph after x_t and t.
+PREPARED_NAMES = ("cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut")
+
+
+def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Eval-mode BatchNorm as ``x * scale + shift`` (per channel)."""
+    scale = torch.rsqrt(bn.running_var + bn.eps) * bn.weight
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def fold_spectral_norm(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every :class:`SpectralNorm` replaced by a plain convolution
+    holding its normalised kernel ``weight_bar / sigma`` (the evaluation-mode function)."""
+    module = copy.deepcopy(module)
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SpectralNorm):
+                conv = child.module
+                plain = nn.Conv2d(
+                    conv.in_channels,
+                    conv.out_channels,
+                    conv.kernel_size,
+                    conv.stride,
+                    conv.padding,
+                    conv.dilation,
+                    conv.groups,
+                    bias=conv.bias is not None,
+                )
+                with torch.no_grad():
+                    plain.weight.copy_(child.normalized_weight())
+                    if conv.bias is not None:
+                        plain.bias.copy_(conv.bias)
+                setattr(parent, name, plain)
+    return module
+
+
+def _resized_rel_pos(table: Tensor, size: int) -> Tensor:
+    """(size, size, C) relative-position embeddings of a square self-attention axis.
+
+    Entry [i, j] is the table, linearly resized (align_corners=False) to 2 size - 1 rows, at
+    row i - j + size - 1. A symbolic ``size`` is always resized (exact when the length agrees).
+    """
+    rows = 2 * size - 1
+    if not isinstance(size, int) or table.shape[0] != rows:
+        table = F.interpolate(table.t().unsqueeze(0), size=rows, mode="linear", align_corners=False)
+        table = table.squeeze(0).t()
+    coords = torch.arange(size, device=table.device)
+    return table[coords[:, None] - coords[None, :] + (size - 1)]
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, rel: tuple[Tensor, Tensor] | None, grid, scale):
+    """softmax(q k^T scale + bias) v for a block of queries; ``rel`` holds the queries' height
+    and width bias terms (B, nH, m, kh) and (B, nH, m, kw) of a (kh, kw) key grid."""
+    logits = (q * scale) @ k.transpose(-2, -1)
+    if rel is not None:
+        b, heads, m, _ = logits.shape
+        rel_h, rel_w = rel
+        logits = logits.reshape(b, heads, m, grid[0], grid[1])
+        logits = logits + rel_h[..., :, None] + rel_w[..., None, :]
+        logits = logits.reshape(b, heads, m, grid[0] * grid[1])
+    return logits.softmax(dim=-1) @ v
+
+
+def _vit_attention(attn: nn.Module, x: Tensor, query_chunks: int = 1) -> Tensor:
+    """``Attention.forward`` with the decomposed relative-position bias written out.
+
+    With ``query_chunks`` > 1 the queries are cut into that many consecutive pieces (some may be
+    empty) and attend one after the other, so that only one piece's logits are alive at a time.
+    """
+    b, h, w, _ = x.shape
+    heads = attn.num_heads
+    qkv = attn.qkv(x).reshape(b, h * w, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    rel = None
+    if attn.use_rel_pos:
+        q_grid = q.reshape(b, heads, h, w, -1)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, _resized_rel_pos(attn.rel_pos_h, h))
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, _resized_rel_pos(attn.rel_pos_w, w))
+        rel = (rel_h.reshape(b, heads, h * w, -1), rel_w.reshape(b, heads, h * w, -1))
+    if query_chunks == 1:
+        out = _attend(q, k, v, rel, (h, w), attn.scale)
+    else:
+        pieces = [torch.tensor_split(t, query_chunks, dim=2) for t in (q, *(rel or ()))]
+        out = torch.cat(
+            [
+                _attend(parts[0], k, v, parts[1:] or None, (h, w), attn.scale)
+                for parts in zip(*pieces, strict=True)
+            ],
+            dim=2,
+        )
+    return attn.proj(out.permute(0, 2, 1, 3).reshape(b, h, w, -1))
+
+
+def _vit_block(block: nn.Module, x: Tensor, query_chunks: int) -> Tensor:
+    """``Block.forward`` (evaluation mode) with reshape-based window partitioning."""
+    shortcut = x
+    x = block.norm1(x)
+    size = block.window_size
+    if size > 0:
+        b, h, w, c = x.shape
+        pad_h, pad_w = (size - h % size) % size, (size - w % size) % size
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        n_h, n_w = (h + pad_h) // size, (w + pad_w) // size
+        x = x.reshape(b, n_h, size, n_w, size, c).permute(0, 1, 3, 2, 4, 5)
+        x = _vit_attention(block.attn, x.reshape(b * n_h * n_w, size, size, c))
+        x = x.reshape(b, n_h, n_w, size, size, c).permute(0, 1, 3, 2, 4, 5)
+        x = x.reshape(b, n_h * size, n_w * size, c)[:, :h, :w]
+    else:
+        x = _vit_attention(block.attn, x, query_chunks)
+    x = shortcut + x
+    x = x + block.mlp(block.norm2(x))
+    if block.use_residual_block:
+        x = block.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    return x
+
+
+class _ViTGraph(nn.Module):
+    """``ViT.forward`` with the position embedding always resized to the token grid and the
+    global blocks' queries in ``query_chunks`` pieces."""
+
+    def __init__(self, vit: ViT, query_chunks: int) -> None:
+        super().__init__()
+        self.vit = vit
+        self.query_chunks = query_chunks
+
+    def forward(self, x: Tensor) -> Tensor:
+        vit = self.vit
+        x = vit.patch_embed(x)
+        dim = x.shape[-1]
+        slots = vit.pos_embed.shape[1] - 1
+        side = math.isqrt(slots)
+        pos = vit.pos_embed[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
+        pos = F.interpolate(pos, size=(x.shape[1], x.shape[2]), mode="bicubic", align_corners=False)
+        x = x + pos.permute(0, 2, 3, 1)
+        for block in vit.blocks:
+            x = _vit_block(block, x, self.query_chunks)
+        return x.permute(0, 3, 1, 2)
+
+
+def _shifted_window_mask(height, width, window_size: int, shift_size: int, device) -> Tensor:
+    """:func:`~diffmatte.modeling.backbone.swin.shifted_window_mask` from comparisons instead
+    of slice assignments (whose ONNX form is wrong for symbolic sizes): the region of a row is
+    0 above ``height - window_size``, 1 up to ``height - shift_size``, then 2 (likewise for
+    columns), and the label is ``3 row region + column region``."""
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    row_region = (rows >= height - window_size).long() + (rows >= height - shift_size).long()
+    col_region = (cols >= width - window_size).long() + (cols >= width - shift_size).long()
+    labels = (row_region[:, None] * 3 + col_region[None, :]).to(torch.float32)
+    windows = swin_window_partition(labels[None, :, :, None], window_size).squeeze(-1)
+    diff = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return torch.where(diff != 0, SWIN_MASK_FILL, 0.0).to(torch.float32)
+
+
+def _swin_block(block: nn.Module, x: Tensor, hw, memory: Tensor, masks: Tensor, shift_mask):
+    """``PriorSwinBlock.forward`` (evaluation mode) with the region priors' denominator as
+    ``max(count, 1e-9)`` instead of ``count + 1e-9``: the same float32 value for the integer
+    counts of the 0/1 masks, and an addition the ONNX graph optimiser does not drop."""
+    b, _, c = x.shape
+    h, w = hw
+    shortcut = x
+    priors = torch.einsum("brl,blc->brc", masks.to(x.dtype), x)
+    priors = priors / masks.sum(-1, keepdim=True).to(x.dtype).clamp(min=SWIN_REGION_EPS)
+    memory = torch.cat([memory, priors], dim=1)
+    ws, shift = block.window_size, block.shift_size
+    tokens = block.norm1(x).reshape(b, h, w, c)
+    pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
+    tokens = F.pad(tokens, (0, 0, 0, pad_r, 0, pad_b))
+    hp, wp = h + pad_b, w + pad_r
+    if shift > 0:
+        tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2))
+    attn_out, prior_out = block.attn(
+        swin_window_partition(tokens, ws), block.norm1(memory), shift_mask if shift > 0 else None
+    )
+    tokens = swin_window_reverse(attn_out, ws, hp, wp)
+    if shift > 0:
+        tokens = torch.roll(tokens, shifts=(shift, shift), dims=(1, 2))
+    x = shortcut + tokens[:, :h, :w, :].reshape(b, h * w, c)
+    x = x + block.mlp(block.norm2(x))
+    memory = memory + prior_out
+    return x, memory + block.mlp(block.norm2(memory))
+
+
+class _SwinGraph(nn.Module):
+    """``PriorSwinTransformer.forward`` with the shift mask of :func:`_shifted_window_mask` and
+    the blocks of :func:`_swin_block`."""
+
+    def __init__(self, swin: PriorSwinTransformer) -> None:
+        super().__init__()
+        self.swin = swin
+
+    def forward(self, x: Tensor) -> Tensor:
+        swin = self.swin
+        trimap = x[:, -PRIORS_PER_SET:]
+        tokens, hw = swin.patch_embed(x)
+        for i, stage in enumerate(swin.layers):
+            masks = trimap_region_masks(trimap, swin.patch_size * 2**i)
+            h, w = hw
+            ws = stage.window_size
+            shift_mask = None
+            if stage.shift_size > 0 and len(stage.blocks) > 1:
+                # Not -(-h // ws) * ws: the exported integer division truncates toward zero.
+                hp, wp = h + (ws - h % ws) % ws, w + (ws - w % ws) % ws
+                shift_mask = _shifted_window_mask(hp, wp, ws, stage.shift_size, x.device)
+            memory = tokens.new_zeros(tokens.shape[0], 0, tokens.shape[2])
+            for block in stage.blocks:
+                tokens, memory = _swin_block(block, tokens, hw, memory, masks, shift_mask)
+            if stage.downsample is not None:
+                tokens, hw = stage.downsample(tokens, hw)
+        return tokens.transpose(1, 2).reshape(x.shape[0], swin.out_channels, *hw)
+
+
+class BackboneGraph(nn.Module):
+    """The backbone: (N, 4|6, H', W') padded input -> (N, C, H'/s, W'/s) features.
+
+    Args:
+        backbone: the trained backbone (ViT, ResNetEncoder or PriorSwinTransformer).
+        query_chunks: ViT global attention runs its queries in this many consecutive pieces,
+            one after the other: the largest intermediate (heads x tokens x tokens logits) is
+            divided by it (6 GiB at 2048 x 2048 ViT-S in one piece).
+    """
+
+    def __init__(self, backbone: nn.Module, query_chunks: int = DEFAULT_QUERY_CHUNKS) -> None:
+        super().__init__()
+        self.query_chunks = query_chunks
+        if isinstance(backbone, ViT):
+            self.body = _ViTGraph(backbone, query_chunks)
+        elif isinstance(backbone, PriorSwinTransformer):
+            self.body = _SwinGraph(backbone)
+        elif isinstance(backbone, ResNetEncoder):
+            self.body = fold_spectral_norm(backbone)
+        else:
+            self.body = backbone
+
+    def forward(self, backbone_input: Tensor) -> Tensor:
+        return self.body(backbone_input)
+
+
+class DecoderPrepareGraph(nn.Module):
+    """The decoder's step-independent tensors of one batch of images.
+
+    ``(condition (N, 6, H', W'), features) -> (cond_conv1, cond_shortcut, mid_activated,
+    mid_shortcut)``: the first down block's BN-folded conv1 (bias included) and its shortcut on
+    the conditioning channels, both at H'/2, and the mid block's ``ReLU(BN1(convT(f)))`` and
+    upsample shortcut at twice the feature size.
+
+    Args:
+        decoder: the trained :class:`~diffmatte.modeling.decoder.dunet.DUNet`.
+    """
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+        first = decoder.down_blks[0]
+        cond = decoder.cond_channels
+        scale, shift = _bn_scale_shift(first.bn1)
+        self.register_buffer(
+            "conv1_weight", (first.conv1.weight[:, :cond] * scale[:, None, None, None]).detach()
+        )
+        self.register_buffer("conv1_bias", shift.detach())
+        self.register_buffer("shortcut_weight", first.downsample.op.weight[:, :cond].detach())
+
+    def forward(self, condition: Tensor, features: Tensor) -> tuple[Tensor, ...]:
+        mid = self.decoder.mid_blk
+        cond_conv1 = F.conv2d(condition, self.conv1_weight, self.conv1_bias, stride=2, padding=1)
+        cond_shortcut = F.conv2d(condition, self.shortcut_weight, stride=2, padding=1)
+        mid_activated = F.relu(mid.bn1(mid.conv1(features)))
+        return cond_conv1, cond_shortcut, mid_activated, mid.shortcut(features)
+
+
+class DecoderStepGraph(nn.Module):
+    """One sampling step: ``(x_t (N, 1, H', W'), t (N,), *prepared) -> x0 (N, 1, H', W')``.
+
+    ``x_t`` is the padded, variance-normalised state; x0 is ``2 sigmoid(logits) - 1`` (not
+    clamped, not cropped).
+
+    Args:
+        decoder: the trained :class:`~diffmatte.modeling.decoder.dunet.DUNet`.
+    """
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+        first = decoder.down_blks[0]
+        cond = decoder.cond_channels
+        scale, _ = _bn_scale_shift(first.bn1)
+        self.register_buffer(
+            "conv1_weight", (first.conv1.weight[:, cond:] * scale[:, None, None, None]).detach()
+        )
+        self.register_buffer("shortcut_weight", first.downsample.op.weight[:, cond:].detach())
+
+    def forward(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        cond_conv1: Tensor,
+        cond_shortcut: Tensor,
+        mid_activated: Tensor,
+        mid_shortcut: Tensor,
+    ) -> Tensor:
+        decoder = self.decoder
+        emb = decoder.embed_time(t)
+        first = decoder.down_blks[0]
+        h = F.conv2d(x_t, self.conv1_weight, stride=2, padding=1) + cond_conv1
+        h = F.relu(h) + first.emb_layers(emb)[:, :, None, None]
+        residual = F.conv2d(x_t, self.shortcut_weight, stride=2, padding=1) + cond_shortcut
+        h = F.relu(first.bn2(first.conv2(h)) + residual)
+        skips = [h]
+        for block in decoder.down_blks[1:]:
+            h = block(h, emb)
+            skips.append(h)
+        mid = decoder.mid_blk
+        h = mid_activated + mid.emb_layers(emb)[:, :, None, None]
+        h = F.relu(mid.bn2(mid.conv2(h)) + mid_shortcut)
+        for i, block in enumerate(decoder.up_blks):
+            h = block(torch.cat([h, skips[-1 - i]], dim=1), emb)
+        return torch.sigmoid(decoder.matting_head(h)) * 2 - 1
