@@ -7,12 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from diffmatte.inference.bf16 import cast_floating, dtype_census, replicate_pad
-from diffmatte.modeling.decoder.dunet import DUNet, FoldedBlock
+from diffmatte.inference.cached_decoder import CachedDUNet
+from diffmatte.inference.fold import FoldedBlock
+from diffmatte.modeling.decoder.dunet import DUNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _decoder_and_cache(height: int = 64, width: int = 96):
+def _decoder(height: int = 64, width: int = 96):
     torch.manual_seed(0)
     decoder = DUNet(downsample_in=(7, 8, 16, 16), upsample_in=(32, 16, 16, 8, 8)).eval()
     with torch.no_grad():
@@ -22,13 +24,11 @@ def _decoder_and_cache(height: int = 64, width: int = 96):
                 module.running_var.uniform_(0.5, 1.5)
     cond = torch.rand(1, 6, height, width) * 2 - 1
     features = torch.randn(1, 32, height // 16, width // 16)
-    with torch.inference_mode():
-        cache = decoder.prepare(cond, features)
-    return decoder, cache
+    return decoder, cond, features
 
 
 def _tensors(obj):
-    """Every tensor reachable from a cache (dataclass fields, lists, modules' parameters)."""
+    """Every tensor reachable from an object (dataclass fields, lists, modules' parameters)."""
     if isinstance(obj, torch.Tensor):
         yield obj
     elif isinstance(obj, torch.nn.Module):
@@ -42,9 +42,13 @@ def _tensors(obj):
 
 
 def test_cast_floating_casts_every_tensor_once_and_keeps_layouts():
-    _, cache = _decoder_and_cache()
-    cast = cast_floating(cache, torch.bfloat16)
-    before, after = list(_tensors(cache)), list(_tensors(cast))
+    decoder, cond, features = _decoder()
+    folded = CachedDUNet(decoder)
+    with torch.inference_mode():
+        cache = folded.prepare(cond, features)
+    tree = (cache, folded.down, folded.up, folded.head, decoder.time_embed)
+    cast = cast_floating(tree, torch.bfloat16)
+    before, after = list(_tensors(tree)), list(_tensors(cast))
     assert len(before) == len(after) > 60
     for original, copy in zip(before, after, strict=True):
         assert original.dtype == torch.float32 and copy.dtype == torch.bfloat16
@@ -54,10 +58,10 @@ def test_cast_floating_casts_every_tensor_once_and_keeps_layouts():
                 original.is_contiguous(memory_format=torch.channels_last)
             )
         torch.testing.assert_close(copy.float(), original, atol=0, rtol=2**-8)
-    assert isinstance(cast.down[0], FoldedBlock) and cast.tile_rows == cache.tile_rows
-    # The cache's own blocks are untouched, and modules are copies.
-    assert next(cache.down[0].emb_layers.parameters()).dtype == torch.float32
-    assert cast.down[0].emb_layers is not cache.down[0].emb_layers
+    assert isinstance(cast[1][0], FoldedBlock) and cast[0].tile_rows == cache.tile_rows
+    # The originals are untouched, and modules are copies.
+    assert next(decoder.time_embed.parameters()).dtype == torch.float32
+    assert cast[4] is not decoder.time_embed
 
 
 def test_shared_tensors_stay_shared():
@@ -67,27 +71,34 @@ def test_shared_tensors_stay_shared():
     assert cast["b"][1].dtype == torch.int64
 
 
-def test_a_pre_cast_cache_removes_the_per_step_weight_casts():
-    decoder, cache = _decoder_and_cache()
+def test_bf16_decoder_step_runs_in_bf16_without_weight_casts():
+    decoder, cond, features = _decoder()
     x_t, t = torch.randn(1, 1, 64, 96), torch.tensor([0.3])
-
-    def step(c):
-        with torch.autocast("cpu", torch.bfloat16, cache_enabled=False):
-            return decoder.forward_cached(x_t, t, c)
-
+    fp32, bf16 = CachedDUNet(decoder), CachedDUNet(decoder, dtype=torch.bfloat16)
     with torch.inference_mode():
-        fp32_logits = decoder.forward_cached(x_t, t, cache)
-    autocast_logits, autocast_census = dtype_census(step, cache)
-    cast_logits, cast_census = dtype_census(step, cast_floating(cache, torch.bfloat16))
+        fp32_cache, bf16_cache = fp32.prepare(cond, features), bf16.prepare(cond, features)
+        fp32_logits = fp32.step(x_t, t, fp32_cache)
+
+    def autocast_step():
+        with torch.autocast("cpu", torch.bfloat16, cache_enabled=False):
+            return fp32.step(x_t, t, fp32_cache)
+
+    autocast_logits, autocast_census = dtype_census(autocast_step)
+    bf16_logits, census = dtype_census(bf16.step, x_t, t, bf16_cache)
     to_bf16 = ("torch.float32", "torch.bfloat16")
-    weights = sum(1 for w in _tensors(cache) if w.ndim == 4 and w.shape[-1] in (1, 3))
-    # Plain autocast casts every convolution weight at every step; the pre-cast cache only the
-    # step's own inputs (x_t for the first block's two convolutions) and the time embedding MLP.
+    weights = sum(1 for w in _tensors(fp32.down + fp32.up) if w.ndim == 4)
+    # Plain autocast casts every convolution weight at every step; the bf16 form only casts the
+    # step's inputs: x_t and the time embedding's sinusoid.
     assert autocast_census.casts[to_bf16] > weights
-    assert cast_census.casts[to_bf16] <= 8
-    assert cast_census.calls("aten.conv2d", "float32") == 0
-    torch.testing.assert_close(cast_logits, autocast_logits, atol=0.05, rtol=0.02)
-    assert (cast_logits.float() - fp32_logits).abs().max() < 0.1
+    assert census.casts == {to_bf16: 2}
+    assert census.calls("aten.conv2d", "float32") == 0
+    assert census.calls("aten.conv_transpose2d", "float32") == 0
+    assert census.calls("aten.conv2d", "bfloat16") > 20
+    assert census.calls("aten.linear", "float32") == 0
+    assert census.calls("aten.replication_pad") == 0
+    assert bf16_logits.dtype == torch.bfloat16
+    torch.testing.assert_close(bf16_logits, autocast_logits, atol=0.05, rtol=0.02)
+    assert (bf16_logits.float() - fp32_logits).abs().max() < 0.1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

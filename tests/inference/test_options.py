@@ -41,5 +41,5 @@ def test_device_checks():
     InferenceOptions().check_device("cpu")
     with pytest.raises(ValueError, match="cuda_graph needs a CUDA device, not cpu"):
         InferenceOptions(cuda_graph=True).check_device(torch.device("cpu"))
-    with pytest.raises(ValueError, match="precision bf16 needs a CUDA device"):
-        InferenceOptions(precision="bf16").check_device("cpu")
+    with pytest.raises(ValueError, match="precision fp16 needs a CUDA device"):
+        InferenceOptions(precision="fp16").check_device("cpu")
