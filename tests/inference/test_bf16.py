@@ -1,15 +1,21 @@
 """diffmatte.inference.bf16: weights cast once, replicate padding in bf16, the dtype census."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from diffmatte.diffusion.samplers import Sampler
+from diffmatte.inference import InferenceOptions, build_inference_model
 from diffmatte.inference.bf16 import cast_floating, dtype_census, replicate_pad
 from diffmatte.inference.cached_decoder import CachedDUNet
 from diffmatte.inference.fold import FoldedBlock
+from diffmatte.inference.functional import build_model
 from diffmatte.modeling.decoder.dunet import DUNet
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,7 +101,8 @@ def test_bf16_decoder_step_runs_in_bf16_without_weight_casts():
     assert census.calls("aten.conv_transpose2d", "float32") == 0
     assert census.calls("aten.conv2d", "bfloat16") > 20
     assert census.calls("aten.linear", "float32") == 0
-    assert census.calls("aten.replication_pad") == 0
+    # The up blocks' replicate padding stays bf16 (autocast would run it in float32).
+    assert census.calls("aten.pad", "bfloat16") > 0 and census.calls("aten.pad", "float32") == 0
     assert bf16_logits.dtype == torch.bfloat16
     torch.testing.assert_close(bf16_logits, autocast_logits, atol=0.05, rtol=0.02)
     assert (bf16_logits.float() - fp32_logits).abs().max() < 0.1
@@ -133,3 +140,81 @@ def test_census_counts_ops_by_dtype_and_casts():
     assert census.calls("aten.linear", "float32") == 0
     assert census.casts[("torch.float32", "torch.bfloat16")] == 2
     assert census.casts[("torch.bfloat16", "torch.float32")] == 1
+
+
+def _bf16_flops(census, dtype: str) -> int:
+    return sum(
+        census.calls(op, dtype)
+        for op in (
+            "aten.conv2d",
+            "aten.conv_transpose2d",
+            "aten.linear",
+            "aten.matmul",
+            "aten.scaled_dot_product_attention",
+            "aten.layer_norm",
+        )
+    )
+
+
+def test_bf16_inference_form_casts_weights_once_and_runs_in_bf16(make_model, make_inputs):
+    model = make_model()
+    trained = {name: value.clone() for name, value in model.state_dict().items()}
+    form = build_inference_model(model, InferenceOptions(precision="bf16"))
+    # A bf16 copy of the backbone owned by the inference form; the trained model is untouched.
+    assert {p.dtype for p in form.backbone.parameters()} == {torch.bfloat16}
+    assert not any(p.requires_grad for p in form.backbone.parameters())
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    fp32_form = build_inference_model(model)
+    assert all(
+        a is b
+        for a, b in zip(fp32_form.backbone.parameters(), model.backbone.parameters(), strict=True)
+    )
+
+    image, trimap, noise = make_inputs(1, 64, 96)
+    denoise, per_image = dtype_census(form.denoiser, image, trimap)
+    logits_x0, per_step = dtype_census(denoise, noise, torch.tensor([0.5]))
+    to_bf16, to_fp32 = ("torch.float32", "torch.bfloat16"), ("torch.bfloat16", "torch.float32")
+    # Once per image: the backbone input and the decoder's conditioning are cast, nothing else
+    # (no weight); every convolution, linear, attention and LayerNorm runs in bf16.
+    assert per_image.casts[to_bf16] == 2 and per_image.casts[to_fp32] == 0
+    assert _bf16_flops(per_image, "float32") == 0
+    assert per_image.calls("aten.scaled_dot_product_attention", "bfloat16") == 2
+    assert _bf16_flops(per_image, "bfloat16") > 20
+    # Once per step: x_t and the time embedding's sinusoid in, the logits out.
+    assert per_step.casts == {to_bf16: 2, to_fp32: 1}
+    assert _bf16_flops(per_step, "float32") == 0 and _bf16_flops(per_step, "bfloat16") > 40
+    assert logits_x0.dtype == torch.float32
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, trained[name])
+
+
+def _alphas(model, size: int, strategy: str):
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, size, size, generator=gen)
+    trimap = torch.full((1, 1, size, size), 0.5)
+    trimap[..., : size // 4, :] = 0.0
+    trimap[..., -size // 4 :, :] = 1.0
+    noise = torch.randn(1, 1, size, size, generator=gen)
+    sampler = Sampler.from_strategy(strategy)
+    return [
+        build_inference_model(model, InferenceOptions(precision=precision))
+        .sample(image, trimap, sampler, noise=noise)
+        .alpha
+        for precision in ("fp32", "bf16")
+    ]
+
+
+def test_bf16_alphas_of_a_default_initialised_vit_are_within_a_level(build_tiny_model):
+    fp32, bf16 = _alphas(build_tiny_model().eval(), 64, "ddim4")
+    delta = (bf16 - fp32).abs()
+    assert bf16.dtype == torch.float32
+    assert 0 < delta.max() <= 1 / 255 and delta.mean() <= 0.25 / 255
+
+
+@pytest.mark.parametrize("config", ["ViTS", pytest.param("ViTB", marks=pytest.mark.slow)])
+def test_bf16_alphas_of_default_initialised_released_configs(config):
+    torch.manual_seed(0)
+    model = build_model(REPO / "configs" / f"{config}.py")
+    fp32, bf16 = _alphas(model, 96, "ddim10")
+    delta = (bf16 - fp32).abs()
+    assert 0 < delta.max() <= 2 / 255 and delta.mean() <= 0.25 / 255
