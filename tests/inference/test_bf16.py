@@ -9,6 +9,12 @@ import torch.nn.functional as F
 
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.inference import InferenceOptions, build_inference_model
+from diffmatte.inference.benchmark import (
+    PRECISION_VARIANTS,
+    interleaved_times,
+    precision_variant,
+    step_census,
+)
 from diffmatte.inference.bf16 import cast_floating, dtype_census, replicate_pad
 from diffmatte.inference.cached_decoder import CachedDUNet
 from diffmatte.inference.fold import FoldedBlock
@@ -218,3 +224,20 @@ def test_bf16_alphas_of_default_initialised_released_configs(config):
     fp32, bf16 = _alphas(model, 96, "ddim10")
     delta = (bf16 - fp32).abs()
     assert 0 < delta.max() <= 2 / 255 and delta.mean() <= 0.25 / 255
+
+
+def test_profiling_variants_time_and_count_casts(make_model, make_inputs):
+    model = make_model()
+    image, trimap, noise = make_inputs(1, 32, 48)
+    runs = {name: precision_variant(model, name) for name in PRECISION_VARIANTS}
+    results = interleaved_times(runs, image, trimap, noise, Sampler.from_strategy("ddim2"), 1)
+    assert list(results) == ["fp32", "bf16-autocast", "bf16"]
+    assert results["fp32"][1:] == (1.0, 0.0)
+    assert all(median > 0 and 0 < delta < 0.1 for median, _, delta in list(results.values())[1:])
+    to_bf16 = ("torch.float32", "torch.bfloat16")
+    autocast_casts = step_census(runs["bf16-autocast"], image, trimap).casts[to_bf16]
+    assert autocast_casts > 30
+    assert step_census(runs["bf16"], image, trimap).casts[to_bf16] == 2
+    assert step_census(runs["fp32"], image, trimap).casts == {}
+    with pytest.raises(ValueError, match="variant must be one of"):
+        precision_variant(model, "fp8")
