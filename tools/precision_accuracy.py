@@ -23,14 +23,19 @@ import sys
 import time
 
 import torch
-from diffmatte.engine.predictor import DEFAULT_SEED, build_model, load_model, resolve_config_file
 
 from diffmatte.config import ConfigError
 from diffmatte.data.composition1k import Composition1kDataset, DatasetError, detect_layout
 from diffmatte.diffusion.samplers import Sampler
 from diffmatte.engine.checkpoint import CheckpointError
 from diffmatte.evaluation.precision import METRICS, compare_precision, downscale
-from diffmatte.modeling.diffmatte import autocast_dtype
+from diffmatte.inference import InferenceOptions
+from diffmatte.inference.functional import (
+    DEFAULT_SEED,
+    build_model,
+    load_model,
+    resolve_config_file,
+)
 from diffmatte.utils.fileio import atomic_write_text
 from diffmatte.utils.image_io import ImageReadError
 
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.checkpoint and len(args.config_file) != 1:
             raise ValueError("--checkpoint needs exactly one --config-file")
-        autocast_dtype(args.precision, "cpu")
+        InferenceOptions(precision=args.precision).check_device("cpu")
         sampler = Sampler.from_strategy(args.sample_strategy)
         configs = [resolve_config_file(config) for config in args.config_file]
         dataset = Composition1kDataset(args.data_dir, *detect_layout(args.data_dir))

@@ -1,10 +1,12 @@
 """Accuracy of a lower inference precision against float32: same weights, same noise.
 
-Each image is predicted twice by one model, in float32 and in the precision under test, from the
-same seed (so the same initial and step noise). The two alphas are compared directly (maximum and
-mean ``|Δα|`` and the share of 8-bit levels changed, over the trimap's unknown region: the known
-regions are forced to 0 / 1 in both) and through the matting errors against the ground truth
-(SAD, MSE, Grad, Conn of :mod:`diffmatte.evaluation.metrics` on the 8-bit alphas as saved).
+Each image is predicted twice by the inference forms of one trained model (default
+:class:`~diffmatte.inference.options.InferenceOptions`), in float32 and in the precision under
+test, from the same seed (so the same initial and step noise). The two alphas are compared
+directly (maximum and mean ``|Δα|`` and the share of 8-bit levels changed, over the trimap's
+unknown region: the known regions are forced to 0 / 1 in both) and through the matting errors
+against the ground truth (SAD, MSE, Grad, Conn of :mod:`diffmatte.evaluation.metrics` on the
+8-bit alphas as saved).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from torch import nn
 
 from diffmatte.data.composition1k import MattingSample
 from diffmatte.diffusion.samplers import Sampler
-from diffmatte.engine.predictor import DEFAULT_SEED, predict_alpha, trimap_to_model
 from diffmatte.evaluation.metrics import compute_all
+from diffmatte.inference.functional import DEFAULT_SEED, predict_alpha, trimap_to_model
+from diffmatte.inference.model import build_inference_model
+from diffmatte.inference.options import InferenceOptions
 from diffmatte.utils.image_io import alpha_to_uint8
 
 __all__ = ["METRICS", "ImageDifference", "PrecisionReport", "compare_precision", "downscale"]
@@ -146,30 +150,33 @@ def compare_precision(
     precision: str,
     sampler: Sampler | None = None,
     seed: int = DEFAULT_SEED,
+    options: InferenceOptions | None = None,
 ) -> PrecisionReport:
     """Predicts every sample in float32 and in ``precision`` and compares the alphas.
 
     Args:
-        model: a DiffMatte in eval mode (its inference options are restored to float32 after).
+        model: a trained DiffMatte in eval mode (not modified).
         samples: images with uint8 0..255 trimaps (Composition-1k thresholds) and, optionally,
             ground-truth alphas.
-        precision: "bf16" or "fp16" (the device must accept it, see
-            :func:`diffmatte.modeling.diffmatte.autocast_dtype`).
+        precision: "bf16" or "fp16" (the model's device must accept it, see
+            :meth:`InferenceOptions.check_device`).
         sampler: sampling strategy; None uses the model's.
         seed: the noise seed of both runs.
+        options: the other inference options of both runs; ``InferenceOptions()`` when None.
 
     Returns:
         The :class:`PrecisionReport`.
+
+    Raises:
+        ValueError: a precision the model's device cannot run.
     """
+    options = InferenceOptions() if options is None else options
+    forms = [
+        build_inference_model(model, options.replace(precision=run)) for run in ("fp32", precision)
+    ]
     images = []
-    try:
-        for sample in samples:
-            trimap = trimap_to_model(sample.trimap)
-            alphas = []
-            for run in ("fp32", precision):
-                model.set_inference_options(run)
-                alphas.append(predict_alpha(model, sample.image, trimap, sampler, seed).alpha)
-            images.append(_difference(sample.name, *alphas, sample.trimap, sample.alpha))
-    finally:
-        model.set_inference_options("fp32")
+    for sample in samples:
+        trimap = trimap_to_model(sample.trimap)
+        alphas = [predict_alpha(form, sample.image, trimap, sampler, seed).alpha for form in forms]
+        images.append(_difference(sample.name, *alphas, sample.trimap, sample.alpha))
     return PrecisionReport(precision, images)

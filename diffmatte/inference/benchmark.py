@@ -22,6 +22,7 @@ values) and reports:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -29,12 +30,17 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from diffmatte.diffusion.samplers import Sampler
+from diffmatte.inference.bf16 import DtypeCensus, dtype_census
 from diffmatte.inference.cached_decoder import CachedDUNet
+from diffmatte.inference.model import InferenceModel, build_inference_model
+from diffmatte.inference.options import InferenceOptions
 from diffmatte.modeling.decoder import DUNet
 from diffmatte.modeling.trimap import (
     backbone_input,
@@ -45,14 +51,19 @@ from diffmatte.modeling.trimap import (
 
 __all__ = [
     "COLUMNS",
+    "PRECISION_VARIANTS",
+    "PrecisionVariant",
     "add_flop_figures",
     "case_command",
     "count_macs",
     "device_name",
     "format_table",
+    "interleaved_times",
     "matmul_peak_gflops",
+    "precision_variant",
     "run_case",
     "run_isolated",
+    "step_census",
     "step_ratios",
 ]
 
@@ -360,3 +371,99 @@ def case_command(script: str, args: argparse.Namespace, size: int, strategy: str
         if getattr(args, flag):
             command.append("--" + flag.replace("_", "-"))
     return command + list(args.opts)
+
+
+# fp32: the default inference form; bf16-autocast: the same float32 form under torch.autocast
+# (every weight cast at every use, as plain autocast around the fast path runs); bf16: the
+# inference form with precision "bf16" (weights cast once, bf16 maps).
+PRECISION_VARIANTS = ("fp32", "bf16-autocast", "bf16")
+
+
+@dataclass
+class PrecisionVariant:
+    """One way of running a model for precision comparisons.
+
+    Attributes:
+        form: the inference form that runs.
+        autocast: run it under ``torch.autocast(device, torch.bfloat16)``.
+    """
+
+    form: InferenceModel
+    autocast: bool
+
+    def _context(self) -> contextlib.AbstractContextManager:
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(self.form.device.type, torch.bfloat16, cache_enabled=False)
+
+    def __call__(self, image: Tensor, trimap: Tensor, sampler: Sampler, noise: Tensor) -> Tensor:
+        """(N,1,H,W) float32 alpha of ``form.sample``."""
+        with self._context():
+            return self.form.sample(image, trimap, sampler, noise=noise).alpha
+
+    def denoiser(self, image: Tensor, trimap: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+        """``denoise(x_t, t)`` of one batch (see ``InferenceModel.denoiser``), in this variant."""
+        with self._context():
+            denoise = self.form.denoiser(image, trimap)
+
+        def step(x_t: Tensor, t: Tensor) -> Tensor:
+            with self._context():
+                return denoise(x_t, t)
+
+        return step
+
+
+def precision_variant(model: nn.Module, name: str) -> PrecisionVariant:
+    """The variant ``name`` of :data:`PRECISION_VARIANTS` of a trained model (not modified)."""
+    if name not in PRECISION_VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(PRECISION_VARIANTS)}, got {name!r}")
+    options = InferenceOptions(precision="bf16" if name == "bf16" else "fp32")
+    return PrecisionVariant(build_inference_model(model, options), autocast=name == "bf16-autocast")
+
+
+def step_census(run: PrecisionVariant, image: Tensor, trimap: Tensor) -> DtypeCensus:
+    """The :func:`~diffmatte.inference.bf16.dtype_census` of one decoder step of ``run`` (after
+    the once-per-image work), at t = 0.5."""
+    with torch.inference_mode():
+        denoise = run.denoiser(image, trimap)
+        x_t, t = torch.randn_like(image[:, :1]), torch.full((image.shape[0],), 0.5)
+        return dtype_census(denoise, x_t, t)[1]
+
+
+def interleaved_times(
+    runs: dict[str, Callable[[Tensor, Tensor, Sampler, Tensor], Tensor]],
+    image: Tensor,
+    trimap: Tensor,
+    noise: Tensor,
+    sampler: Sampler,
+    rounds: int,
+) -> dict[str, tuple[float, float, float]]:
+    """Times every run ``rounds`` times, interleaved (each once per round), after one untimed
+    warm-up round, so that changes of machine load hit all alike.
+
+    Args:
+        runs: ``run(image, trimap, sampler, noise) -> alpha``; the first is the baseline.
+
+    Returns:
+        For each run: median seconds, speed-up of the median over the baseline's, and the max
+        ``|Δα|`` against the baseline.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    alphas = {}
+    with torch.inference_mode():
+        for round_index in range(rounds + 1):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                alphas[name] = run(image, trimap, sampler, noise)
+                if round_index:
+                    times[name].append(time.perf_counter() - start)
+    base = next(iter(runs))
+    base_median = statistics.median(times[base])
+    return {
+        name: (
+            statistics.median(times[name]),
+            base_median / statistics.median(times[name]),
+            float((alphas[name] - alphas[base]).abs().max()),
+        )
+        for name in runs
+    }

@@ -1,22 +1,25 @@
-"""Building blocks of a real bfloat16 inference path (weights cast once, no per-step casts).
+"""The bfloat16 inference path: weights cast once, no per-step weight casts, and its checks.
 
-Plain ``torch.autocast("cpu", torch.bfloat16)`` around the fast path works, but at every step
-it casts each float32 weight of the decoder again (the inference form keeps folded float32
-weights, and the weight-cast cache must stay off for CUDA-graph capture) and it runs the ops of
-its float32 list in float32: ``F.pad(mode="replicate")`` (``replication_pad2d``) of the up
-blocks' low-resolution shortcut turns a bf16 map into float32 and the next convolution casts it
-back (see docs/performance.md, "bf16 on CPU"). The functions here remove both:
+Plain ``torch.autocast("cpu", torch.bfloat16)`` around the float32 inference form works, but at
+every step it casts each float32 weight again (the weight-cast cache must stay off for CUDA-graph
+capture) and runs the ops of its float32 list in float32, e.g. ``F.pad(mode="replicate")``
+(``replication_pad2d``) of the up blocks' low-resolution shortcut, whose bf16 map goes to float32
+and back (see docs/performance.md, "bf16 on CPU"). The inference form with precision "bf16"
+(:func:`diffmatte.inference.build_inference_model`) runs without autocast instead: the decoder's
+BatchNorm is folded in float32 and the folded weights cast once (:mod:`diffmatte.inference.fold`),
+the backbone is a copy with cast weights (:func:`cast_module`), and every op then sees bf16
+inputs, so the replicate padding stays bf16 too. The functions here:
 
-- :func:`cast_floating` casts the floating tensors of an inference form (a ``DUNetCache`` and
-  the folded blocks in it, any dataclass or module tree) once, keeping each tensor's memory
-  format, after BatchNorm was folded in float32;
-- :func:`replicate_pad` pads by edge replication in the input's dtype (plain indexing, which
-  autocast leaves alone);
+- :func:`cast_module` and :func:`cast_floating` cast a module, or any tree of dataclasses, lists
+  and tensors, once, keeping each tensor's memory format;
+- :func:`replicate_pad` pads by edge replication in the input's dtype by plain indexing, which
+  autocast leaves alone (only needed under autocast: without it ``F.pad`` keeps bf16 and is many
+  times faster);
 - :func:`dtype_census` counts, for one call, the aten ops by the dtypes of their floating
   inputs and the casts among them: the check that a bf16 path really runs in bf16.
 
 The sampler's state and arithmetic, the schedule, the time embedding's sinusoid, the final
-sigmoid and the post-processing stay float32 (see :mod:`diffmatte.modeling.diffmatte`).
+sigmoid and the post-processing stay float32 (see :mod:`diffmatte.inference.model`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["DtypeCensus", "cast_floating", "dtype_census", "replicate_pad"]
+__all__ = ["DtypeCensus", "cast_floating", "cast_module", "dtype_census", "replicate_pad"]
 
 _CAST_OPS = frozenset(
     {"aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy.default", "aten.copy_.default"}
@@ -49,10 +52,37 @@ def _memory_format(tensor: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def cast_module(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``module`` whose floating parameters and buffers are in ``dtype``.
+
+    Each floating tensor is cast straight into the copy (no float32 copy of the whole module is
+    made first); the copy's parameters do not require gradients. Integer and boolean buffers are
+    shared with ``module``, which is not modified.
+
+    Args:
+        module: e.g. a trained backbone (or its inference form, sharing its parameters).
+        dtype: the compute dtype, e.g. ``torch.bfloat16``.
+
+    Returns:
+        The cast copy, in ``module``'s training mode.
+    """
+    memo: dict[int, Any] = {}
+    for tensor in (*module.parameters(), *module.buffers()):
+        if id(tensor) in memo:
+            continue
+        if not tensor.is_floating_point():
+            memo[id(tensor)] = tensor
+        elif isinstance(tensor, nn.Parameter):
+            memo[id(tensor)] = nn.Parameter(tensor.detach().to(dtype), requires_grad=False)
+        else:
+            memo[id(tensor)] = tensor.to(dtype)
+    return copy.deepcopy(module, memo)
+
+
 def cast_floating(obj: Any, dtype: torch.dtype, _memo: dict[int, Any] | None = None) -> Any:
     """A copy of ``obj`` with every floating-point tensor cast to ``dtype``, layouts kept.
 
-    Walks tensors, modules (deep-copied, then ``.to(dtype)``), dataclasses, lists, tuples and
+    Walks tensors, modules (copied by :func:`cast_module`), dataclasses, lists, tuples and
     dicts; anything else is returned as is. A tensor shared by several fields is cast once and
     stays shared. Integer and boolean tensors are kept.
 
@@ -71,7 +101,7 @@ def cast_floating(obj: Any, dtype: torch.dtype, _memo: dict[int, Any] | None = N
         if obj.is_floating_point() and obj.dtype != dtype:
             result = obj.to(dtype).contiguous(memory_format=_memory_format(obj))
     elif isinstance(obj, nn.Module):
-        result = copy.deepcopy(obj).to(dtype)
+        result = cast_module(obj, dtype)
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         changes = {
             f.name: cast_floating(getattr(obj, f.name), dtype, memo)

@@ -10,9 +10,15 @@ parameters (copies exist only where a transform needs other values: folded or ca
 channels-last layouts). The sampler, its state, the schedule and the post-processing stay those
 of ``DiffMatte.sample``, in float32.
 
-Precision: the decoder's folded weights are cast once to the options' dtype when the inference
-form is built, and its maps are computed in that dtype; the backbone, whose layers are not
-converted, runs under autocast. With "fp32" nothing is cast and results equal the float32 path.
+Precision (:mod:`diffmatte.inference.bf16`): with "bf16" or "fp16" the inference form owns a copy
+of the backbone with its weights in that dtype and the decoder's weights, BatchNorm folded in
+float32 first, are cast once to it when the form is built; the backbone's input, the decoder's
+cached conditioning and each step's x_t are cast to it once, and the networks run in that dtype
+without autocast (LayerNorm and softmax keep float32 statistics inside PyTorch's kernels,
+attention runs through SDPA in that dtype). The time embedding's sinusoid, the logits' sigmoid,
+the sampler and the post-processing stay float32. The trained decoder of the step without cache
+(``cached_decoder=False``) runs under autocast. With "fp32" nothing is cast and results equal the
+float32 path.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import Tensor
 
 from diffmatte.diffusion.samplers import Sampler, StepCallback
 from diffmatte.inference.attention import inference_backbone
+from diffmatte.inference.bf16 import cast_module
 from diffmatte.inference.cached_decoder import CachedDUNet
 from diffmatte.inference.cuda_graph import CudaGraphStep
 from diffmatte.inference.options import InferenceOptions
@@ -52,8 +59,8 @@ class InferenceModel:
     Attributes:
         model: the trained model (read only).
         options: the inference options.
-        backbone: the backbone as run here (the trained one, or a parallel form sharing its
-            parameters).
+        backbone: the backbone as run here (the trained one, a parallel form sharing its
+            parameters, or, in reduced precision, a copy of that form with cast weights).
         decoder: the cached decoder, or None when the trained decoder runs at every step.
     """
 
@@ -68,6 +75,8 @@ class InferenceModel:
         self.backbone = inference_backbone(
             model.backbone, options.attention, options.max_attention_bias_bytes
         )
+        if options.dtype != torch.float32:
+            self.backbone = cast_module(self.backbone, options.dtype)
         if options.cached_decoder and isinstance(model.decoder, DUNet):
             self.decoder = CachedDUNet(
                 model.decoder,
@@ -113,7 +122,8 @@ class InferenceModel:
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
-        """Autocast to the compute dtype for the layers not converted to it (none for fp32)."""
+        """Autocast to the compute dtype for the trained decoder run without cache (a no-op for
+        fp32)."""
         if self.options.dtype == torch.float32:
             yield
             return
@@ -136,10 +146,9 @@ class InferenceModel:
         height, width = image.shape[-2:]
         size = padded_size(height, width, model.size_divisibility)
         image_norm = (image - model.pixel_mean) / model.pixel_std
-        with self._autocast():
-            features = self.backbone(
-                pad_bottom_right(backbone_input(image_norm, trimap, model.backbone_trimap), size)
-            )
+        inputs = backbone_input(image_norm, trimap, model.backbone_trimap)
+        features = self.backbone(pad_bottom_right(inputs, size).to(self.options.dtype))
+        del inputs
         condition = pad_bottom_right(decoder_condition(image_norm, trimap), size)
         del image_norm
         if self.decoder is None:

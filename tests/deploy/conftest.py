@@ -26,8 +26,9 @@ def randomized(model):
 def tiny_export(tmp_path_factory):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from diffmatte.deploy.export import export_model
     from diffmatte.engine.predictor import build_model
+
+    from diffmatte.deploy.export import export_model
 
     torch.manual_seed(0)
     model = randomized(build_model(TINY_CONFIG))

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from diffmatte.engine.predictor import predict_alpha, trimap_to_model
+import torch
 
 from diffmatte.data.composition1k import MattingSample
 from diffmatte.evaluation.metrics import compute_all
@@ -18,6 +18,8 @@ from diffmatte.evaluation.precision import (
     compare_precision,
     downscale,
 )
+from diffmatte.inference import InferenceOptions, build_inference_model
+from diffmatte.inference.functional import predict_alpha, trimap_to_model
 from diffmatte.utils import cpu
 from diffmatte.utils.image_io import alpha_to_uint8
 
@@ -52,16 +54,20 @@ def test_same_precision_gives_no_difference(build_tiny_model):
     assert [image.unknown_pixels for image in report.images] == [20 * 56, 20 * 56]
 
 
-def test_bf16_differs_slightly_and_restores_fp32(build_tiny_model, native_bf16):
+def test_bf16_differs_slightly_and_leaves_the_model_float32(build_tiny_model, native_bf16):
     model = build_tiny_model().eval()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
     sample = _sample("a")
     report = compare_precision(model, [sample], "bf16", seed=3)
-    assert model.precision == "fp32"
+    after = model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert all(value.dtype == before[name].dtype for name, value in after.items())
     image = report.images[0]
     assert 0 < report.max_abs < 0.05 and 0 < report.mean_abs < report.max_abs
     assert report.levels_changed == image.levels_changed / image.unknown_pixels
     # The float32 errors are those of a plain float32 prediction against the GT.
-    alpha = predict_alpha(model, sample.image, trimap_to_model(sample.trimap), seed=3).alpha
+    fp32 = build_inference_model(model, InferenceOptions())
+    alpha = predict_alpha(fp32, sample.image, trimap_to_model(sample.trimap), seed=3).alpha
     assert image.reference == compute_all(alpha_to_uint8(alpha), sample.alpha, sample.trimap)
 
 

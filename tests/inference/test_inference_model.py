@@ -15,6 +15,7 @@ from diffmatte.diffusion.samplers import Sampler
 from diffmatte.inference import InferenceOptions, Predictor, build_inference_model
 from diffmatte.inference.functional import predict_alpha, predict_alphas
 from diffmatte.modeling.diffmatte import DiffMatte
+from diffmatte.utils import cpu
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -159,10 +160,12 @@ def test_predictor_predicts_with_the_inference_model_it_built_once(model, make_i
     np.testing.assert_allclose(first.alpha, reference.alpha, atol=1e-4, rtol=0)
 
 
-def test_half_precision_and_cuda_graph_are_refused_on_cpu(model, make_inputs):
-    # bf16 on the CPU depends on the processor (tests/inference/test_options_precision.py).
+def test_half_precision_and_cuda_graph_are_refused_on_cpu(model, make_inputs, monkeypatch):
     with pytest.raises(ValueError, match="needs a CUDA device.*fp32"):
         build_inference_model(model, InferenceOptions(precision="fp16"))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    with pytest.raises(ValueError, match="bf16 refused on the CPU: .*no native bf16"):
+        build_inference_model(model, InferenceOptions(precision="bf16"))
     with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):
         build_inference_model(model, InferenceOptions(cuda_graph=True))
     with pytest.raises(ValueError, match="precision must be one of"):
