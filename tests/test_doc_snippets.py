@@ -6,6 +6,8 @@ before a block says what it needs:
 - ``<!-- snippet: needs-checkpoint -->``: ``configs/<name>.py`` is replaced by the tiny test
   config, ``checkpoints/<name>.pth`` is a tiny checkpoint, and every image the block reads
   (``read_*("file.png")``) is a small random image (a 0/128/255 trimap when the name says so);
+- ``<!-- snippet: needs-onnx-export -->``: every ``exported/<name>`` folder the block names holds
+  the ONNX export of a tiny random-weight model, and images it reads are made as above;
 - ``<!-- snippet: needs-dim-data -->``: the Adobe DIM and COCO folders the block names exist,
   filled with synthetic foregrounds and the bundled backgrounds;
 - ``<!-- snippet: config configs/<file>.py -->``: the block is a config file; it is written at
@@ -28,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from diffmatte.config import LazyConfig
 from diffmatte.engine.checkpoint import save_model_weights
@@ -35,12 +38,17 @@ from diffmatte.engine.checkpoint import save_model_weights
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((REPO_ROOT / "docs").glob("*.md")) + [REPO_ROOT / "README.md"]
 BLOCK = re.compile(
-    r"(?:<!--\s*snippet:\s*(?P<marker>[^>]*?)\s*-->[ \t]*\n)?```python\n(?P<code>.*?)^```",
+    r"(?:<!--\s*snippet:\s*(?P<marker>[^>]*?)\s*-->[ \t]*\n[ \t]*)?"
+    r"```python\n(?P<code>.*?)^[ \t]*```",
     re.S | re.M,
 )
 # Blocks that are not programs: (file, first code line) -> why.
 EXPECTED_SKIPS = {
     ("docs/inference.md", "torch.randn(1, 1, H, W, generator=torch.Generator().manual_seed(seed))"),
+    (
+        "docs/deploy.md",
+        'times = [1 - k / steps for k in range(steps + 1)]      # float32, see "noise rule"',
+    ),
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,7 +99,7 @@ def test_skips_are_the_listed_exceptions():
 
 def _write_inputs(code: str, root: Path) -> None:
     rng = np.random.default_rng(0)
-    for name in re.findall(r"read_\w+\(\s*[\"']([^\"']+\.(?:png|jpg))[\"']", code):
+    for name in re.findall(r"(?:read_\w+|imread)\(\s*[\"']([^\"']+\.(?:png|jpg))[\"']", code):
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if "trimap" in Path(name).stem:
@@ -121,6 +129,17 @@ def _prepare_checkpoint(code: str, root: Path, tiny_config: Path, build_tiny_mod
         save_model_weights(model, root / "checkpoints" / f"{name}.pth")
     _write_inputs(code, root)
     return re.sub(r"configs/\w+\.py", tiny_config.as_posix(), code)
+
+
+def _prepare_onnx_export(code: str, root: Path, build_tiny_model) -> None:
+    pytest.importorskip("onnxruntime")
+    from diffmatte.deploy.export import export_model
+
+    model = build_tiny_model(0)
+    for folder in set(re.findall(r"[\"'](exported/[\w.-]+)[\"']", code)):
+        with torch.no_grad():
+            export_model(model, root / folder, "tiny_vit")
+    _write_inputs(code, root)
 
 
 def _prepare_dim_data(code: str, root: Path) -> None:
@@ -153,6 +172,8 @@ def test_snippet_runs(snippet, tmp_path, monkeypatch, tiny_config, build_tiny_mo
     _write_testsets(code, tmp_path)
     if kind == "needs-checkpoint":
         code = _prepare_checkpoint(code, tmp_path, tiny_config, build_tiny_model)
+    elif kind == "needs-onnx-export":
+        _prepare_onnx_export(code, tmp_path, build_tiny_model)
     elif kind == "needs-dim-data":
         _prepare_dim_data(code, tmp_path)
     else:

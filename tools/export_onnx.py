@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from diffmatte.engine.predictor import build_model, load_model, resolve_config_file
 
 from diffmatte.config import ConfigError
 from diffmatte.deploy.runtime import parse_size
 from diffmatte.engine.checkpoint import CheckpointError
 from diffmatte.engine.cli import add_config_argument, add_overrides_argument
+from diffmatte.inference.functional import build_model, load_model, resolve_config_file
 
 EXIT_OK, EXIT_MISMATCH, EXIT_FAILED = 0, 1, 2
 

@@ -68,8 +68,8 @@ def side_by_side(
     import torch
 
     from diffmatte.deploy.export import export_model, settle_spectral_norm
-    from diffmatte.engine.predictor import build_model
     from diffmatte.inference import Predictor
+    from diffmatte.inference.functional import build_model
 
     if threads is not None:
         torch.set_num_threads(threads)

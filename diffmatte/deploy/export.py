@@ -296,7 +296,7 @@ def check_export(
     Raises:
         ExportCheckError: a difference above ``tolerance`` (one-line message).
     """
-    from diffmatte.engine.predictor import predict_alpha
+    from diffmatte.inference.functional import predict_alpha
 
     model.eval()
     runtime = OnnxPredictor(onnx_dir)

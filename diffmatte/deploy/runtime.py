@@ -67,7 +67,7 @@ class InputTooLargeError(ValueError):
 
 @dataclass
 class Prediction:
-    """Alpha matte of one image (the fields of ``diffmatte.engine.predictor.Prediction``).
+    """Alpha matte of one image (the fields of ``diffmatte.inference.functional.Prediction``).
 
     Attributes:
         alpha: float32 (H, W) in [0, 1]; trimap background 0, trimap foreground 1.

@@ -26,9 +26,8 @@ def randomized(model):
 def tiny_export(tmp_path_factory):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from diffmatte.engine.predictor import build_model
-
     from diffmatte.deploy.export import export_model
+    from diffmatte.inference.functional import build_model
 
     torch.manual_seed(0)
     model = randomized(build_model(TINY_CONFIG))

@@ -13,8 +13,6 @@ import torch
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from diffmatte.engine.predictor import build_model, predict_alpha  # noqa: E402
-
 from diffmatte.deploy.export import check_export  # noqa: E402
 from diffmatte.deploy.graphs import BackboneGraph  # noqa: E402
 from diffmatte.deploy.runtime import (  # noqa: E402
@@ -23,6 +21,7 @@ from diffmatte.deploy.runtime import (  # noqa: E402
     OnnxPredictor,
 )
 from diffmatte.diffusion.samplers import Sampler  # noqa: E402
+from diffmatte.inference.functional import build_model, predict_alpha  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO_ROOT / "tests" / "configs" / "tiny_vit.py"

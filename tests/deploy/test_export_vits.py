@@ -10,11 +10,10 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from diffmatte.engine.predictor import build_model, predict_alpha  # noqa: E402
-
 from diffmatte.deploy.export import export_model  # noqa: E402
 from diffmatte.deploy.runtime import OnnxPredictor  # noqa: E402
 from diffmatte.diffusion.samplers import Sampler  # noqa: E402
+from diffmatte.inference.functional import build_model, predict_alpha  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

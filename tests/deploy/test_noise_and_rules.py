@@ -4,11 +4,11 @@ padding, trimap levels."""
 import numpy as np
 import pytest
 import torch
-from diffmatte.engine.predictor import trimap_to_model
 
 from diffmatte.deploy.noise import TorchCompatibleNormal
 from diffmatte.deploy.runtime import padded_size, parse_strategy, time_grid, trimap_levels
 from diffmatte.diffusion.samplers import Sampler
+from diffmatte.inference.functional import trimap_to_model
 from diffmatte.modeling import trimap as torch_trimap
 
 
