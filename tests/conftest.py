@@ -126,6 +126,28 @@ def run_script():
     return run
 
 
+class ScriptMain:
+    """``main(argv) -> exit status`` of a repository script, run as a subprocess (as a user runs
+    it); its stdout and stderr are replayed into this process's, so ``capsys`` sees them."""
+
+    def __init__(self, run, script: str) -> None:
+        self.run, self.script = run, script
+
+    def main(self, argv) -> int:
+        import sys
+
+        result = self.run(self.script, *argv)
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        return result.returncode
+
+
+@pytest.fixture(scope="session")
+def script_main(run_script):
+    """``script_main("tools/x.py").main(argv)``: see :class:`ScriptMain`."""
+    return lambda script: ScriptMain(run_script, script)
+
+
 @pytest.fixture(scope="session")
 def assert_one_error():
     """Checker of a failed run: ``check(result, status, expected)`` asserts the exit status, no

@@ -1,6 +1,5 @@
 """run_one_image.py and inference.py with --backend onnxruntime against the PyTorch backend."""
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -15,13 +14,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO_ROOT / "tests" / "configs" / "tiny_vit.py"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_{name}_onnx_cli", REPO_ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +39,7 @@ def pair(tmp_path):
     return root
 
 
-def test_run_one_image_onnxruntime_equals_pytorch(capsys, exported, pair, tmp_path):
-    run_one_image = _load_script("run_one_image")
+def test_run_one_image_onnxruntime_equals_pytorch(run_script, exported, pair, tmp_path):
     weights, onnx_dir = exported
     common = ["--image-dir", str(pair / "merged" / "a.png")]
     common += ["--trimap-dir", str(pair / "trimaps" / "a.png"), "--sample-strategy", "ddim3"]
@@ -58,43 +49,44 @@ def test_run_one_image_onnxruntime_equals_pytorch(capsys, exported, pair, tmp_pa
     ort_argv = [*common, "--backend", "onnxruntime", "--onnx-dir", str(onnx_dir)]
     ort_argv += ["--output-dir", str(tmp_path / "o.png"), "--output-npy", str(tmp_path / "o.npy")]
     ort_argv += ["--output-trajectory", str(tmp_path / "steps.png")]
-    assert run_one_image.main(torch_argv) == 0
-    assert run_one_image.main(ort_argv) == 0
-    capsys.readouterr()
+    for argv in (torch_argv, ort_argv):
+        result = run_script("run_one_image.py", *argv)
+        assert result.returncode == 0, result.stderr
     expected, got = np.load(tmp_path / "t.npy"), np.load(tmp_path / "o.npy")
     assert got.shape == (45, 77) and np.abs(got - expected).max() <= 1e-4
     assert cv2.imread(str(tmp_path / "steps.png"), cv2.IMREAD_GRAYSCALE).shape == (45, 3 * 77)
 
 
-def test_backend_argument_errors(capsys, exported, pair, tmp_path):
-    run_one_image = _load_script("run_one_image")
+def test_backend_argument_errors(run_script, exported, pair, tmp_path):
     weights, onnx_dir = exported
     base = ["--image-dir", str(pair / "merged" / "a.png")]
     base += ["--trimap-dir", str(pair / "trimaps" / "a.png"), "--output-dir", str(tmp_path / "x")]
-    assert run_one_image.main([*base, "--backend", "onnxruntime"]) == 2
-    assert capsys.readouterr().err == (
+    result = run_script("run_one_image.py", *base, "--backend", "onnxruntime")
+    assert result.returncode == 2
+    assert result.stderr == (
         "error: --backend onnxruntime needs --onnx-dir (the folder of tools/export_onnx.py)\n"
     )
-    assert run_one_image.main(base) == 2
-    assert "error: --checkpoint is required" in capsys.readouterr().err
+    result = run_script("run_one_image.py", *base)
+    assert result.returncode == 2 and "error: --checkpoint is required" in result.stderr
     argv = [*base, "--backend", "onnxruntime", "--onnx-dir", str(tmp_path / "missing")]
-    assert run_one_image.main(argv) == 2
-    err = capsys.readouterr().err
+    result = run_script("run_one_image.py", *argv)
+    assert result.returncode == 2
+    err = result.stderr
     assert err.startswith("error: ") and "manifest.json: cannot read the manifest" in err
     assert err.count("\n") == 1
 
 
-def test_inference_onnxruntime_equals_pytorch(capsys, exported, pair, tmp_path):
-    inference = _load_script("inference")
+def test_inference_onnxruntime_equals_pytorch(run_script, exported, pair, tmp_path):
     weights, onnx_dir = exported
     common = ["--data-dir", str(pair), "--sample-strategy", "ddim2", "--seed", "3"]
     torch_argv = [*common, "--config-dir", str(TINY_CONFIG), "--checkpoint-dir", str(weights)]
     torch_argv += ["--device", "cpu", "--inference-dir", str(tmp_path / "t")]
     ort_argv = [*common, "--backend", "onnxruntime", "--onnx-dir", str(onnx_dir)]
     ort_argv += ["--inference-dir", str(tmp_path / "o")]
-    assert inference.main(torch_argv) == 0
-    assert inference.main(ort_argv) == 0
-    assert "1 written" in capsys.readouterr().err
+    for argv in (torch_argv, ort_argv):
+        result = run_script("inference.py", *argv)
+        assert result.returncode == 0, result.stderr
+        assert "1 written" in result.stderr
     expected = cv2.imread(str(tmp_path / "t" / "a.png"), cv2.IMREAD_GRAYSCALE).astype(int)
     got = cv2.imread(str(tmp_path / "o" / "a.png"), cv2.IMREAD_GRAYSCALE).astype(int)
     assert np.abs(got - expected).max() <= 1  # 8-bit rounding of alphas equal to 1e-4

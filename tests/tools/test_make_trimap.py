@@ -1,6 +1,5 @@
 """tools/make_trimap.py: each mode writes the library's trimap; problems are one line, exit 2."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,8 @@ TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_trimap.py"
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("make_trimap_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(script_main):
+    return script_main("tools/make_trimap.py")
 
 
 @pytest.fixture
