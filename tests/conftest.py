@@ -1,4 +1,5 @@
-"""Shared test fixtures: where the real data lives and how to skip without it."""
+"""Shared test fixtures: the released checkpoints' key lists, where the real images live (they
+may not be redistributed) and how to skip without them."""
 
 import json
 import os
@@ -19,32 +20,29 @@ def _require(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """The folder with real images, alphas, trimaps and backgrounds (``shared/data``)."""
+    """The folder with real images, alphas, trimaps and backgrounds (``$DIFFMATTE_SHARED/data``,
+    see the README's note on real test data)."""
     return _require(SHARED_DIR / "data")
 
 
 @pytest.fixture(scope="session")
 def metric_fixtures_dir() -> Path:
-    """The official-evaluation fixtures (``shared/fixtures/metrics``)."""
+    """Images with the official MATLAB evaluation's figures (``$DIFFMATTE_SHARED/fixtures/metrics``,
+    see docs/evaluation.md)."""
     return _require(SHARED_DIR / "fixtures" / "metrics")
 
 
 @pytest.fixture(scope="session")
-def spec_dir() -> Path:
-    """Facts about the released models (``shared/spec``)."""
-    return _require(SHARED_DIR / "spec")
+def released_keys():
+    """Reader of ``tests/fixtures/checkpoint_keys/<config>.json``: ``released_keys("ViTS")``.
 
-
-@pytest.fixture(scope="session")
-def released_keys(spec_dir):
-    """Reader of ``spec/checkpoint_keys/<config>.json``: ``released_keys("ViTS") -> dict``.
-
-    Each file lists a released checkpoint's ``params`` and ``buffers`` (name -> shape), its
-    ``state_dict_order`` and parameter counts.
+    Each file lists what a released checkpoint holds (docs/models.md#checkpoint-contents): its
+    ``params`` and ``buffers`` (name -> shape), its ``state_dict_order`` and parameter counts.
     """
 
     def read(config: str) -> dict:
-        return json.loads((spec_dir / "checkpoint_keys" / f"{config}.json").read_text())
+        path = REPO_ROOT / "tests" / "fixtures" / "checkpoint_keys" / f"{config}.json"
+        return json.loads(path.read_text())
 
     return read
 
