@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffmatte.inference.fold import fold_conv_bn
 from diffmatte.modeling.backbone.resnet import ResNetEncoder, SpectralNorm
 from diffmatte.modeling.backbone.swin import _MASK_FILL as SWIN_MASK_FILL
 from diffmatte.modeling.backbone.swin import _REGION_EPS as SWIN_REGION_EPS
@@ -55,12 +56,6 @@ __all__ = [
 DEFAULT_QUERY_CHUNKS = 16
 # Outputs of the prepare graph, inputs of the step graph after x_t and t.
 PREPARED_NAMES = ("cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut")
-
-
-def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """Eval-mode BatchNorm as ``x * scale + shift`` (per channel)."""
-    scale = torch.rsqrt(bn.running_var + bn.eps) * bn.weight
-    return scale, bn.bias - bn.running_mean * scale
 
 
 def fold_spectral_norm(module: nn.Module) -> nn.Module:
@@ -308,11 +303,9 @@ class DecoderPrepareGraph(nn.Module):
         self.decoder = decoder
         first = decoder.down_blks[0]
         cond = decoder.cond_channels
-        scale, shift = _bn_scale_shift(first.bn1)
-        self.register_buffer(
-            "conv1_weight", (first.conv1.weight[:, :cond] * scale[:, None, None, None]).detach()
-        )
-        self.register_buffer("conv1_bias", shift.detach())
+        weight, bias = fold_conv_bn(first.conv1, first.bn1)
+        self.register_buffer("conv1_weight", weight[:, :cond].detach())
+        self.register_buffer("conv1_bias", bias.detach())
         self.register_buffer("shortcut_weight", first.downsample.op.weight[:, :cond].detach())
 
     def forward(self, condition: Tensor, features: Tensor) -> tuple[Tensor, ...]:
@@ -338,10 +331,8 @@ class DecoderStepGraph(nn.Module):
         self.decoder = decoder
         first = decoder.down_blks[0]
         cond = decoder.cond_channels
-        scale, _ = _bn_scale_shift(first.bn1)
-        self.register_buffer(
-            "conv1_weight", (first.conv1.weight[:, cond:] * scale[:, None, None, None]).detach()
-        )
+        weight, _ = fold_conv_bn(first.conv1, first.bn1)
+        self.register_buffer("conv1_weight", weight[:, cond:].detach())
         self.register_buffer("shortcut_weight", first.downsample.op.weight[:, cond:].detach())
 
     def forward(

@@ -44,9 +44,7 @@ def _trimap_tensor(trimap: np.ndarray | torch.Tensor, thresholds: str) -> torch.
     """A uint8 0..255 trimap (mapped with ``thresholds``) or float levels {0, 0.5, 1}."""
     if isinstance(trimap, np.ndarray) and trimap.dtype == np.uint8:
         return _functional.trimap_to_model(trimap, thresholds)
-    return torch.as_tensor(
-        np.asarray(trimap, dtype=np.float32) if isinstance(trimap, np.ndarray) else trimap
-    ).float()
+    return torch.as_tensor(trimap, dtype=torch.float32)
 
 
 class Predictor:
