@@ -84,6 +84,33 @@ def fold_spectral_norm(module: nn.Module) -> nn.Module:
     return module
 
 
+# Keys' cubic convolution coefficient of PyTorch's (and OpenCV's) bicubic interpolation.
+_CUBIC_A = -0.75
+
+
+def bicubic_matrix(n_in: int, n_out, device=None) -> Tensor:
+    """(n_out, n_in) matrix of PyTorch's bicubic resize (``align_corners=False``, no antialias)
+    along one axis: ``F.interpolate(x, size, mode="bicubic")`` of a grid equals
+    ``M_h @ grid @ M_w^T``. Built from ``n_out``, which may be symbolic, so that the exported
+    position embedding is two small matrix products (onnxruntime's cubic Resize of the
+    (D, h, w) map is slower than the whole rest of a small image's patch embedding)."""
+    real = (torch.arange(n_out, device=device).to(torch.float32) + 0.5) * (n_in / n_out) - 0.5
+    base = torch.clamp(torch.floor(real), max=n_in - 1)
+    t = torch.clamp(real - base, 0.0, 1.0)
+    a = _CUBIC_A
+
+    def near(x: Tensor) -> Tensor:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: Tensor) -> Tensor:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=1)
+    taps = (base.long()[:, None] + torch.arange(-1, 3, device=device)).clamp(0, n_in - 1)
+    onehot = taps[:, :, None] == torch.arange(n_in, device=device)
+    return (weights[:, :, None] * onehot.to(torch.float32)).sum(1)
+
+
 def _resized_rel_pos(table: Tensor, size: int) -> Tensor:
     """(size, size, C) relative-position embeddings of a square self-attention axis.
 
@@ -123,10 +150,19 @@ def _vit_attention(attn: nn.Module, x: Tensor, query_chunks: int = 1) -> Tensor:
     q, k, v = qkv[0], qkv[1], qkv[2]
     rel = None
     if attn.use_rel_pos:
-        q_grid = q.reshape(b, heads, h, w, -1)
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, _resized_rel_pos(attn.rel_pos_h, h))
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, _resized_rel_pos(attn.rel_pos_w, w))
-        rel = (rel_h.reshape(b, heads, h * w, -1), rel_w.reshape(b, heads, h * w, -1))
+        # The two bias terms as batched matrix products over the grid axis (onnxruntime's
+        # Einsum is several times slower here): rel_h[b, n, y, x] = R_h[y] q[b, n, y, x].
+        q_rows = q.reshape(b * heads, h, w, -1).transpose(0, 1)  # (h, bn, w, c)
+        rel_h = q_rows.reshape(h, b * heads * w, -1) @ _resized_rel_pos(
+            attn.rel_pos_h, h
+        ).transpose(1, 2)
+        rel_h = rel_h.reshape(h, b * heads, w, h).transpose(0, 1)
+        q_cols = q.reshape(b * heads, h, w, -1).permute(2, 0, 1, 3)  # (w, bn, h, c)
+        rel_w = q_cols.reshape(w, b * heads * h, -1) @ _resized_rel_pos(
+            attn.rel_pos_w, w
+        ).transpose(1, 2)
+        rel_w = rel_w.reshape(w, b * heads, h, w).permute(1, 2, 0, 3)
+        rel = (rel_h.reshape(b, heads, h * w, h), rel_w.reshape(b, heads, h * w, w))
     if query_chunks == 1:
         out = _attend(q, k, v, rel, (h, w), attn.scale)
     else:
@@ -177,11 +213,12 @@ class _ViTGraph(nn.Module):
         vit = self.vit
         x = vit.patch_embed(x)
         dim = x.shape[-1]
-        slots = vit.pos_embed.shape[1] - 1
-        side = math.isqrt(slots)
-        pos = vit.pos_embed[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
-        pos = F.interpolate(pos, size=(x.shape[1], x.shape[2]), mode="bicubic", align_corners=False)
-        x = x + pos.permute(0, 2, 3, 1)
+        side = math.isqrt(vit.pos_embed.shape[1] - 1)
+        grid = vit.pos_embed[0, 1:].reshape(side, side * dim)
+        rows = bicubic_matrix(side, x.shape[1], x.device) @ grid  # (h, side * D)
+        rows = rows.reshape(-1, side, dim).transpose(1, 2)  # (h, D, side)
+        pos = rows @ bicubic_matrix(side, x.shape[2], x.device).t()  # (h, D, w)
+        x = x + pos.transpose(1, 2)[None]
         for block in vit.blocks:
             x = _vit_block(block, x, self.query_chunks)
         return x.permute(0, 3, 1, 2)

@@ -27,7 +27,7 @@ import numpy as np
 from diffmatte.deploy.noise import TorchCompatibleNormal
 
 __all__ = [
-    "DEFAULT_MAX_ATTENTION_BYTES",
+    "DEFAULT_MAX_PIXELS",
     "DEFAULT_SEED",
     "ExportFormatError",
     "InputTooLargeError",
@@ -44,11 +44,13 @@ FORMAT = "diffmatte-onnx"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DEFAULT_SEED = 8282
-# Bound of the ViT global attention's logits (batch x heads x tokens^2 float32) in onnxruntime,
-# which keeps all query pieces alive. Measured peak RSS of a whole ViT-S prediction (ddim2, one
-# thread): 4.14 GiB at 1024 x 1024 (0.375 GiB of logits), 8.96 GiB at 1280 x 1280 (0.98 GiB).
-# 768 MiB admits ViT-S up to about 1216 x 1216 and ViT-B up to 1024 x 1024.
-DEFAULT_MAX_ATTENTION_BYTES = 768 * 2**20
+# Bound of the padded image size, in pixels per batch. onnxruntime keeps the decoder step's
+# full-resolution buffers (the last up block's transposed-convolution columns and upsampled input,
+# about 3.5 GiB per megapixel) in its memory arena; the backbone is small beside them (ViT-S at
+# 2048 x 2048: 1.5 GiB alone). Measured peak RSS of a whole ViT-S prediction (2 threads): 3.1 GiB
+# at 1024 x 1024, 4.8 GiB at 1216 x 1216, 8.6 GiB at 1536 x 1536, 13.9 GiB at 2048 x 2048.
+# 1.5 Mi pixels (1216 x 1216, 1024 x 1536) keep it near 5 GiB.
+DEFAULT_MAX_PIXELS = 1536 * 1024
 PREPARED_NAMES = ("cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut")
 _STRATEGY = re.compile(r"(ddim|ddpm)(\d{1,9})")
 # The step bound of diffmatte.diffusion.samplers (not imported: this module runs without torch).
@@ -62,7 +64,7 @@ class ExportFormatError(ValueError):
 
 
 class InputTooLargeError(ValueError):
-    """The image exceeds what the exported attention handles within its memory bound."""
+    """The image exceeds the runtime's size bound (see :meth:`OnnxPredictor.check_size`)."""
 
 
 @dataclass
@@ -190,8 +192,8 @@ class OnnxPredictor:
         threads: intra-op threads of each session; None lets onnxruntime choose.
         providers: onnxruntime execution providers; default CPU.
         verify: check each graph's SHA-256 against the manifest.
-        max_attention_bytes: memory bound of the global attention's logits; larger inputs
-            are refused with :class:`InputTooLargeError` (see :meth:`check_size`).
+        max_pixels: bound of the padded image size (pixels x batch); larger inputs are refused
+            with :class:`InputTooLargeError` (see :meth:`check_size`); None removes it.
 
     Raises:
         ExportFormatError: missing, corrupt or unknown export (one-line message).
@@ -203,7 +205,7 @@ class OnnxPredictor:
         threads: int | None = None,
         providers: Sequence[str] | None = None,
         verify: bool = True,
-        max_attention_bytes: int = DEFAULT_MAX_ATTENTION_BYTES,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         import onnxruntime as ort
 
@@ -221,7 +223,7 @@ class OnnxPredictor:
                 "supported by this runtime (only 'linear')"
             )
         self.manifest = manifest
-        self.max_attention_bytes = max_attention_bytes
+        self.max_pixels = max_pixels
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
@@ -250,23 +252,20 @@ class OnnxPredictor:
     # -- preprocessing -------------------------------------------------------------------------
 
     def check_size(self, height: int, width: int, batch: int = 1) -> None:
-        """Raises :class:`InputTooLargeError` when the ViT global attention's logits of a
-        (height, width) image (batch x heads x tokens x tokens float32) would exceed
-        ``max_attention_bytes``. The graph computes them in query pieces, but onnxruntime keeps
-        every piece alive (peak RSS about 3.5 times the logits), so the whole is bounded."""
-        attention = self.manifest.get("attention")
-        if not attention:
+        """Raises :class:`InputTooLargeError` when ``batch`` padded images of (height, width)
+        exceed ``max_pixels``: onnxruntime's memory grows by about 3.5 GiB per megapixel (see
+        ``DEFAULT_MAX_PIXELS``), where the PyTorch backend computes the decoder's
+        full-resolution tail in tiles."""
+        if self.max_pixels is None:
             return
         size = padded_size(height, width, self.manifest["padding"]["divisibility"])
-        tokens = (size[0] // attention["patch_size"]) * (size[1] // attention["patch_size"])
-        needed = batch * attention["heads"] * tokens * tokens * 4
-        if needed > self.max_attention_bytes:
-            limit = int((self.max_attention_bytes / (batch * attention["heads"] * 4)) ** 0.5)
-            side = int(limit**0.5) * attention["patch_size"]
+        pixels = batch * size[0] * size[1]
+        if pixels > self.max_pixels:
             raise InputTooLargeError(
-                f"image {height}x{width} needs {needed / 2**30:.1f} GiB of global-attention "
-                f"logits in the ONNX backbone (limit {self.max_attention_bytes / 2**30:.2f} GiB: "
-                f"{limit} tokens, a padded image of about {side}x{side}); use the PyTorch backend"
+                f"image {height}x{width} (padded {size[0]}x{size[1]}, {pixels / 2**20:.2f} Mi "
+                f"pixels) exceeds the ONNX runtime's limit of {self.max_pixels / 2**20:.2f} Mi "
+                "pixels (its memory grows by about 3.5 GiB per megapixel); use the PyTorch "
+                "backend"
             )
 
     def _inputs(self, image: np.ndarray, trimap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -123,13 +123,18 @@ def test_check_export_passes_and_reports_mismatch(tiny_export):
         check_export(other, out, sizes=((32, 64),), strategies=("ddim1",))
 
 
-def test_runtime_refuses_inputs_beyond_the_attention_bound(tiny_export):
+def test_runtime_refuses_inputs_beyond_the_pixel_bound(tiny_export):
     _, out, _ = tiny_export
-    # 2 heads: 64 x 64 (16 tokens) needs 2 * 16 * 16 * 4 bytes of logits.
-    runtime = OnnxPredictor(out, max_attention_bytes=2048)
+    runtime = OnnxPredictor(out, max_pixels=64 * 64)
     runtime.predict(*inputs(64, 64), "ddim1")
-    with pytest.raises(InputTooLargeError, match="needs .* GiB of global-attention logits"):
-        runtime.predict(*inputs(96, 96), "ddim1")  # 36 tokens: 2 * 36 * 36 * 4 bytes
+    runtime.predict(*inputs(33, 60), "ddim1")  # padded to 64 x 64
+    with pytest.raises(
+        InputTooLargeError,
+        match=r"image 65x64 \(padded 96x96, 0.01 Mi pixels\) exceeds the ONNX runtime's limit of "
+        r"0.00 Mi pixels .*; use the PyTorch backend",
+    ):
+        runtime.predict(*inputs(65, 64), "ddim1")
+    OnnxPredictor(out, max_pixels=None).predict(*inputs(65, 64), "ddim1")
 
 
 def test_corrupt_or_missing_export_is_reported(tiny_export, tmp_path):
