@@ -341,7 +341,7 @@ class OnnxPredictor:
 
         Raises:
             ValueError: malformed inputs or strategy; :class:`InputTooLargeError` for images
-                beyond the attention's memory bound.
+                beyond ``max_pixels``.
         """
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3:
