@@ -1,10 +1,12 @@
-"""Export of a trained DiffMatte to three ONNX graphs, its manifest, and the check in
+"""Export of a trained DiffMatte to four ONNX graphs, its manifest, and the check in
 onnxruntime (see docs/deploy.md).
 
     export_model(model, "exported/ViTS", config_name="ViTS")
 
-writes ``backbone.onnx``, ``decoder_prepare.onnx`` and ``decoder_step.onnx`` (see
-:mod:`diffmatte.deploy.graphs`) with symbolic batch, height and width, and ``manifest.json``
+writes ``backbone.onnx``, ``decoder_prepare.onnx``, ``decoder_step.onnx`` and
+``decoder_step_banded.onnx`` (the same step with its full-resolution tail in bands, for large
+images; see :mod:`diffmatte.deploy.graphs`) with symbolic batch, height and width, and
+``manifest.json``
 (everything the runtime :mod:`diffmatte.deploy.runtime` needs besides the graphs).
 :func:`check_export` runs the exported graphs through the runtime on given sizes and compares
 the alpha with PyTorch's.
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from diffmatte.deploy.graphs import (
+    DEFAULT_BANDS,
     DEFAULT_QUERY_CHUNKS,
     PREPARED_NAMES,
     BackboneGraph,
@@ -39,6 +42,7 @@ from diffmatte.deploy.runtime import (
 from diffmatte.diffusion.gaussian import STD_CLIP_MIN
 from diffmatte.diffusion.samplers import SIGMA_CLIP_MIN, VARIANCE_CLIP_MIN, Sampler
 from diffmatte.diffusion.schedules import GAMMA_CLIP_MIN, LOG_SNR_CLIP_MIN
+from diffmatte.inference.tiling import TAIL_HALO
 from diffmatte.modeling.backbone.resnet import SpectralNorm
 from diffmatte.modeling.backbone.vit import ViT
 
@@ -55,6 +59,7 @@ GRAPH_FILES = {
     "backbone": "backbone.onnx",
     "decoder_prepare": "decoder_prepare.onnx",
     "decoder_step": "decoder_step.onnx",
+    "decoder_step_banded": "decoder_step_banded.onnx",
 }
 # Sizes of the post-export check: one without padding, one with the padding quirk on both sides
 # (77 x 45 -> 96 x 64).
@@ -214,15 +219,16 @@ def _export_all(
     prepared = prepare(condition, features)
     half = {0: batch, 2: 16 * h, 3: 16 * w}
     mid = {0: batch, 2: (64 // stride) * h, 3: (64 // stride) * w}
-    step = DecoderStepGraph(model.decoder)
-    _export(
-        step,
-        (torch.randn(2, 1, 64, 96), torch.tensor([1.0, 0.5]), *prepared),
-        (["x_t", "t", *PREPARED_NAMES], ["x0"]),
-        ({0: batch, 2: 32 * h, 3: 32 * w}, {0: batch}, half, half, mid, mid),
-        out / GRAPH_FILES["decoder_step"],
-        opset,
-    )
+    step_args = (torch.randn(2, 1, 64, 96), torch.tensor([1.0, 0.5]), *prepared)
+    for key, bands in (("decoder_step", 1), ("decoder_step_banded", DEFAULT_BANDS)):
+        _export(
+            DecoderStepGraph(model.decoder, bands),
+            step_args,
+            (["x_t", "t", *PREPARED_NAMES], ["x0"]),
+            ({0: batch, 2: 32 * h, 3: 32 * w}, {0: batch}, half, half, mid, mid),
+            out / GRAPH_FILES[key],
+            opset,
+        )
     diffusion = model.diffusion
     manifest = {
         "format": FORMAT,
@@ -250,6 +256,7 @@ def _export_all(
         },
         "default_strategy": model.sampler.strategy,
         "attention": _attention_limits(model.backbone, backbone.query_chunks),
+        "banded_step": {"bands": DEFAULT_BANDS, "halo_rows": TAIL_HALO},
         "graphs": {},
     }
     for key, name in GRAPH_FILES.items():
@@ -299,7 +306,11 @@ def check_export(
     from diffmatte.inference.functional import predict_alpha
 
     model.eval()
-    runtime = OnnxPredictor(onnx_dir)
+    # Every size through both step graphs: the plain one and the banded one.
+    runtimes = {
+        "": OnnxPredictor(onnx_dir, max_pixels=None, banded_above_pixels=None),
+        " (banded step)": OnnxPredictor(onnx_dir, max_pixels=None, banded_above_pixels=0),
+    }
     worst = 0.0
     for height, width in sizes:
         image, trimap = _check_inputs(height, width, seed)
@@ -307,18 +318,20 @@ def check_export(
             expected = predict_alpha(
                 model, image, torch.from_numpy(trimap), Sampler.from_strategy(strategy), seed
             ).alpha
-            try:
-                got = runtime.predict(image, trimap, strategy=strategy, seed=seed).alpha
-            except Exception as err:  # onnxruntime's own error types
-                first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-                raise ExportCheckError(
-                    f"onnxruntime cannot run the exported graphs at {height}x{width}: {first}"
-                ) from None
-            diff = float(np.abs(got - expected).max())
-            worst = max(worst, diff)
-            if not diff <= tolerance:
-                raise ExportCheckError(
-                    f"onnxruntime alpha differs from PyTorch by {diff:.3g} (> {tolerance:g}) at "
-                    f"{height}x{width} {strategy}"
-                )
+            for label, runtime in runtimes.items():
+                try:
+                    got = runtime.predict(image, trimap, strategy=strategy, seed=seed).alpha
+                except Exception as err:  # onnxruntime's own error types
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                    raise ExportCheckError(
+                        f"onnxruntime cannot run the exported graphs{label} at "
+                        f"{height}x{width}: {first}"
+                    ) from None
+                diff = float(np.abs(got - expected).max())
+                worst = max(worst, diff)
+                if not diff <= tolerance:
+                    raise ExportCheckError(
+                        f"onnxruntime alpha{label} differs from PyTorch by {diff:.3g} "
+                        f"(> {tolerance:g}) at {height}x{width} {strategy}"
+                    )
     return worst

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffmatte.inference.fold import fold_conv_bn
+from diffmatte.inference.tiling import TAIL_BLOCKS, TAIL_HALO
 from diffmatte.modeling.backbone.resnet import ResNetEncoder, SpectralNorm
 from diffmatte.modeling.backbone.swin import _MASK_FILL as SWIN_MASK_FILL
 from diffmatte.modeling.backbone.swin import _REGION_EPS as SWIN_REGION_EPS
@@ -45,6 +46,7 @@ from diffmatte.modeling.backbone.vit import ViT
 
 __all__ = [
     "BackboneGraph",
+    "DEFAULT_BANDS",
     "DEFAULT_QUERY_CHUNKS",
     "DecoderPrepareGraph",
     "DecoderStepGraph",
@@ -54,6 +56,8 @@ __all__ = [
 
 # Pieces of the ViT global attention's queries (see BackboneGraph).
 DEFAULT_QUERY_CHUNKS = 16
+# Horizontal bands of the banded step graph's full-resolution tail (see DecoderStepGraph).
+DEFAULT_BANDS = 8
 # Outputs of the prepare graph, inputs of the step graph after x_t and t.
 PREPARED_NAMES = ("cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut")
 
@@ -359,13 +363,23 @@ class DecoderStepGraph(nn.Module):
     ``x_t`` is the padded, variance-normalised state; x0 is ``2 sigmoid(logits) - 1`` (not
     clamped, not cropped).
 
+    With ``bands`` > 1 the last ``TAIL_BLOCKS`` up blocks and the head, which work at half and
+    full resolution, run in that many horizontal bands of their quarter-resolution input, one
+    after the other, each with ``TAIL_HALO`` rows of context above and below (the rule of
+    :mod:`diffmatte.inference.tiling`, which the PyTorch backend uses): the same function, with
+    the full-resolution buffers of one band alive at a time instead of the whole image's. The
+    band count is fixed in the graph, so the bands grow with the image; their halo costs
+    2 * TAIL_HALO / (H' / 4 / bands) of the tail's work.
+
     Args:
         decoder: the trained :class:`~diffmatte.modeling.decoder.dunet.DUNet`.
+        bands: horizontal bands of the full-resolution tail; 1 computes it in one piece.
     """
 
-    def __init__(self, decoder: nn.Module) -> None:
+    def __init__(self, decoder: nn.Module, bands: int = 1) -> None:
         super().__init__()
         self.decoder = decoder
+        self.bands = bands
         first = decoder.down_blks[0]
         cond = decoder.cond_channels
         weight, _ = fold_conv_bn(first.conv1, first.bn1)
@@ -395,6 +409,27 @@ class DecoderStepGraph(nn.Module):
         mid = decoder.mid_blk
         h = mid_activated + mid.emb_layers(emb)[:, :, None, None]
         h = F.relu(mid.bn2(mid.conv2(h)) + mid_shortcut)
-        for i, block in enumerate(decoder.up_blks):
+        up_blocks = decoder.up_blks
+        body = len(up_blocks) - (TAIL_BLOCKS if self.bands > 1 else 0)
+        for i, block in enumerate(up_blocks[:body]):
             h = block(torch.cat([h, skips[-1 - i]], dim=1), emb)
-        return torch.sigmoid(decoder.matting_head(h)) * 2 - 1
+        if self.bands > 1:
+            logits = self._banded_tail(h, skips[-1 - body], skips[-2 - body], emb)
+        else:
+            logits = decoder.matting_head(h)
+        return torch.sigmoid(logits) * 2 - 1
+
+    def _banded_tail(self, h: Tensor, skip_quarter: Tensor, skip_half: Tensor, emb: Tensor):
+        """The last two up blocks and the head on ``h`` (N, C, H'/4, W'/4), band by band."""
+        tail, head = self.decoder.up_blks[-TAIL_BLOCKS:], self.decoder.matting_head
+        rows = h.shape[2]
+        pieces = []
+        for band in range(self.bands):
+            top, bottom = band * rows // self.bands, (band + 1) * rows // self.bands
+            # Symbolic bounds: torch.sym_max/sym_min keep them in the graph.
+            lo = torch.sym_max(top - TAIL_HALO, 0)
+            hi = torch.sym_min(bottom + TAIL_HALO, rows)
+            x = tail[0](torch.cat([h[:, :, lo:hi], skip_quarter[:, :, lo:hi]], dim=1), emb)
+            x = tail[1](torch.cat([x, skip_half[:, :, 2 * lo : 2 * hi]], dim=1), emb)
+            pieces.append(head(x)[:, :, 4 * (top - lo) : 4 * (bottom - lo)])
+        return torch.cat(pieces, dim=2)

@@ -27,6 +27,7 @@ import numpy as np
 from diffmatte.deploy.noise import TorchCompatibleNormal
 
 __all__ = [
+    "DEFAULT_BANDED_ABOVE_PIXELS",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_SEED",
     "ExportFormatError",
@@ -41,16 +42,19 @@ __all__ = [
 ]
 
 FORMAT = "diffmatte-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 DEFAULT_SEED = 8282
-# Bound of the padded image size, in pixels per batch. onnxruntime keeps the decoder step's
-# full-resolution buffers (the last up block's transposed-convolution columns and upsampled input,
-# about 3.5 GiB per megapixel) in its memory arena; the backbone is small beside them (ViT-S at
-# 2048 x 2048: 1.5 GiB alone). Measured peak RSS of a whole ViT-S prediction (2 threads): 3.1 GiB
-# at 1024 x 1024, 4.8 GiB at 1216 x 1216, 8.6 GiB at 1536 x 1536, 13.9 GiB at 2048 x 2048.
-# 1.5 Mi pixels (1216 x 1216, 1024 x 1536) keep it near 5 GiB.
-DEFAULT_MAX_PIXELS = 1536 * 1024
+# Image sizes, in padded pixels per batch. onnxruntime keeps the decoder step's full-resolution
+# buffers (the last up blocks' transposed-convolution columns and upsampled inputs) in its memory
+# arena: with the plain step graph about 3.5 GiB per megapixel (whole ViT-S prediction, 2
+# threads: 3.1 GiB at 1024 x 1024, 4.8 GiB at 1216 x 1216, 8.6 GiB at 1536 x 1536, 13.9 GiB at
+# 2048 x 2048). The banded step graph computes that tail in 8 bands: 5.2 GiB at 2048 x 2048,
+# 7.2 GiB at 2560 x 2560, for up to 25 % more work in the tail at 512 x 512. So the plain graph
+# runs up to 1.5 Mi pixels (1216 x 1216, 1024 x 1536), the banded one above, up to 4 Mi pixels
+# (2048 x 2048). The backbone is small beside them (ViT-S at 2048 x 2048: 1.5 GiB alone).
+DEFAULT_BANDED_ABOVE_PIXELS = 1536 * 1024
+DEFAULT_MAX_PIXELS = 2048 * 2048
 PREPARED_NAMES = ("cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut")
 _STRATEGY = re.compile(r"(ddim|ddpm)(\d{1,9})")
 # The step bound of diffmatte.diffusion.samplers (not imported: this module runs without torch).
@@ -194,6 +198,8 @@ class OnnxPredictor:
         verify: check each graph's SHA-256 against the manifest.
         max_pixels: bound of the padded image size (pixels x batch); larger inputs are refused
             with :class:`InputTooLargeError` (see :meth:`check_size`); None removes it.
+        banded_above_pixels: images above this padded size (pixels x batch) run the banded
+            step graph, which needs less memory; None never uses it.
 
     Raises:
         ExportFormatError: missing, corrupt or unknown export (one-line message).
@@ -206,6 +212,7 @@ class OnnxPredictor:
         providers: Sequence[str] | None = None,
         verify: bool = True,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        banded_above_pixels: int | None = DEFAULT_BANDED_ABOVE_PIXELS,
     ) -> None:
         import onnxruntime as ort
 
@@ -224,13 +231,14 @@ class OnnxPredictor:
             )
         self.manifest = manifest
         self.max_pixels = max_pixels
+        self.banded_above_pixels = banded_above_pixels
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         providers = list(providers) if providers else ["CPUExecutionProvider"]
         self.sessions = {}
-        for key in ("backbone", "decoder_prepare", "decoder_step"):
+        for key in ("backbone", "decoder_prepare", "decoder_step", "decoder_step_banded"):
             path = root / manifest["graphs"][key]["file"]
             if not path.is_file():
                 raise ExportFormatError(f"{path}: graph file missing")
@@ -253,9 +261,8 @@ class OnnxPredictor:
 
     def check_size(self, height: int, width: int, batch: int = 1) -> None:
         """Raises :class:`InputTooLargeError` when ``batch`` padded images of (height, width)
-        exceed ``max_pixels``: onnxruntime's memory grows by about 3.5 GiB per megapixel (see
-        ``DEFAULT_MAX_PIXELS``), where the PyTorch backend computes the decoder's
-        full-resolution tail in tiles."""
+        exceed ``max_pixels``: onnxruntime's memory grows with the image even with the banded
+        step graph (see ``DEFAULT_MAX_PIXELS``), where the PyTorch backend's tiles bound it."""
         if self.max_pixels is None:
             return
         size = padded_size(height, width, self.manifest["padding"]["divisibility"])
@@ -264,8 +271,7 @@ class OnnxPredictor:
             raise InputTooLargeError(
                 f"image {height}x{width} (padded {size[0]}x{size[1]}, {pixels / 2**20:.2f} Mi "
                 f"pixels) exceeds the ONNX runtime's limit of {self.max_pixels / 2**20:.2f} Mi "
-                "pixels (its memory grows by about 3.5 GiB per megapixel); use the PyTorch "
-                "backend"
+                "pixels (its memory grows with the image); use the PyTorch backend"
             )
 
     def _inputs(self, image: np.ndarray, trimap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -362,7 +368,9 @@ class OnnxPredictor:
         )
         del backbone_input, condition, features
         feeds = dict(zip(PREPARED_NAMES, prepared, strict=True))
-        step_session = self.sessions["decoder_step"]
+        pixels = int(size[0]) * int(size[1])
+        banded = self.banded_above_pixels is not None and pixels > self.banded_above_pixels
+        step_session = self.sessions["decoder_step_banded" if banded else "decoder_step"]
 
         noise = TorchCompatibleNormal(seed)
         z = noise.randn(1, 1, height, width)

@@ -94,15 +94,15 @@ def test_inference_onnxruntime_equals_pytorch(run_script, exported, pair, tmp_pa
 
 def test_run_one_image_refuses_images_beyond_the_runtime_bound(run_script, exported, tmp_path):
     _, onnx_dir = exported
-    # 1300 x 1300 pads to 1312 x 1312: 1.64 Mi pixels, above the default 1.5 Mi.
+    # 2100 x 2100 pads to 2112 x 2112: 4.25 Mi pixels, above the default 4 Mi.
     image, trimap = tmp_path / "big.png", tmp_path / "big_trimap.png"
-    assert cv2.imwrite(str(image), np.zeros((1300, 1300, 3), np.uint8))
-    assert cv2.imwrite(str(trimap), np.full((1300, 1300), 128, np.uint8))
+    assert cv2.imwrite(str(image), np.zeros((2100, 2100, 3), np.uint8))
+    assert cv2.imwrite(str(trimap), np.full((2100, 2100), 128, np.uint8))
     argv = ["--image-dir", str(image), "--trimap-dir", str(trimap), "--backend", "onnxruntime"]
     argv += ["--onnx-dir", str(onnx_dir), "--output-dir", str(tmp_path / "out.png")]
     result = run_script("run_one_image.py", *argv)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
-    assert "image 1300x1300 (padded 1312x1312, 1.64 Mi pixels) exceeds" in result.stderr
-    assert "limit of 1.50 Mi pixels" in result.stderr
+    assert "image 2100x2100 (padded 2112x2112, 4.25 Mi pixels) exceeds" in result.stderr
+    assert "limit of 4.00 Mi pixels" in result.stderr
     assert not (tmp_path / "out.png").exists()

@@ -49,11 +49,19 @@ def test_manifest_describes_the_graphs(tiny_export):
     for graph in manifest["graphs"].values():
         digest = hashlib.sha256((out / graph["file"]).read_bytes()).hexdigest()
         assert graph["sha256"] == digest
-    step = manifest["graphs"]["decoder_step"]
-    names = [value["name"] for value in step["inputs"]]
-    assert names == ["x_t", "t", "cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut"]
-    x_t = step["inputs"][0]["shape"]
-    assert x_t[1] == 1 and all(isinstance(d, str) for d in (x_t[0], x_t[2], x_t[3]))
+    assert set(manifest["graphs"]) == {
+        "backbone",
+        "decoder_prepare",
+        "decoder_step",
+        "decoder_step_banded",
+    }
+    for key in ("decoder_step", "decoder_step_banded"):
+        step = manifest["graphs"][key]
+        names = [value["name"] for value in step["inputs"]]
+        assert names == ["x_t", "t", "cond_conv1", "cond_shortcut", "mid_activated", "mid_shortcut"]
+        x_t = step["inputs"][0]["shape"]
+        assert x_t[1] == 1 and all(isinstance(d, str) for d in (x_t[0], x_t[2], x_t[3]))
+    assert manifest["banded_step"] == {"bands": 8, "halo_rows": 2}
     backbone = manifest["graphs"]["backbone"]
     assert backbone["outputs"][0]["name"] == "features"
     assert backbone["inputs"][0]["shape"][1] == 4
@@ -65,9 +73,10 @@ def test_manifest_describes_the_graphs(tiny_export):
     }
 
 
-@pytest.mark.parametrize("size", [(32, 32), (45, 77), (64, 160)])
+@pytest.mark.parametrize("size", [(32, 32), (45, 77), (64, 160), (290, 100)])
 @pytest.mark.parametrize("strategy", ["ddim1", "ddim4", "ddpm3"])
-def test_runtime_alpha_equals_pytorch(tiny_export, size, strategy):
+@pytest.mark.parametrize("banded", [False, True], ids=["step", "banded_step"])
+def test_runtime_alpha_equals_pytorch(tiny_export, size, strategy, banded):
     model, out, _ = tiny_export
     image, trimap = inputs(*size)
     expected = predict_alpha(
@@ -78,7 +87,9 @@ def test_runtime_alpha_equals_pytorch(tiny_export, size, strategy):
         seed=11,
         return_trajectory=True,
     )
-    got = OnnxPredictor(out).predict(image, trimap, strategy, seed=11, return_trajectory=True)
+    # 290 x 100 pads to 320 x 128: the banded step's 8 bands of 10 quarter-resolution rows.
+    runtime = OnnxPredictor(out, banded_above_pixels=0 if banded else None)
+    got = runtime.predict(image, trimap, strategy, seed=11, return_trajectory=True)
     assert got.alpha.shape == size and got.alpha.dtype == np.float32
     assert np.abs(got.alpha - expected.alpha).max() <= 1e-4
     assert len(got.trajectory) == len(expected.trajectory)

@@ -4,8 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffmatte.deploy.graphs import BackboneGraph, bicubic_matrix
+from diffmatte.deploy.graphs import (
+    BackboneGraph,
+    DecoderPrepareGraph,
+    DecoderStepGraph,
+    bicubic_matrix,
+)
 from diffmatte.modeling.backbone.vit import ViT
+from diffmatte.modeling.decoder.dunet import DUNet
 
 
 @pytest.mark.parametrize("side", [14, 32])
@@ -43,3 +49,26 @@ def test_vit_graph_equals_the_backbone_on_odd_grids():
     for height, width in [(64, 64), (48, 112), (160, 32)]:
         x = torch.randn(1, 4, height, width, generator=torch.Generator().manual_seed(height))
         assert torch.allclose(graph(x), vit(x), rtol=0, atol=1e-5), (height, width)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    ("downsample_in", "upsample_in", "stride"),
+    [((7, 8, 8, 8), (16, 16, 8, 8, 8), 16), ((7, 8, 8, 8, 8), (16, 16, 16, 8, 8, 8), 32)],
+    ids=["vit_decoder", "res34_swin_decoder"],
+)
+def test_banded_step_equals_the_plain_step(downsample_in, upsample_in, stride):
+    decoder = DUNet(downsample_in, upsample_in, time_embed_dim=8).eval()
+    generator = torch.Generator().manual_seed(0)
+    for module in decoder.modules():  # BatchNorm statistics away from the identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    prepare = DecoderPrepareGraph(decoder)
+    plain, banded = DecoderStepGraph(decoder), DecoderStepGraph(decoder, bands=3)
+    for height, width in [(32, 64), (96, 32), (160, 96)]:
+        condition = torch.randn(2, 6, height, width, generator=generator)
+        features = torch.randn(2, 16, height // stride, width // stride, generator=generator)
+        args = (torch.randn(2, 1, height, width, generator=generator), torch.rand(2))
+        args += prepare(condition, features)
+        assert torch.allclose(banded(*args), plain(*args), rtol=0, atol=1e-6), (height, width)
