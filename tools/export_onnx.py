@@ -4,7 +4,7 @@
     python tools/export_onnx.py --config-file configs/ViTS.py --checkpoint ViTS.pth \\
         --output-dir exported/ViTS
 
-Writes three graphs (dynamic batch, height, width) and ``manifest.json``, then runs them in
+Writes four graphs (dynamic batch, height, width) and ``manifest.json``, then runs them in
 onnxruntime and compares the alpha with PyTorch's (``--no-check`` skips this). Needs the ``onnx``
 extra: ``pip install -e ".[onnx]"``.
 

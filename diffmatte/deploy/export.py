@@ -163,7 +163,7 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     query_chunks: int = DEFAULT_QUERY_CHUNKS,
 ) -> dict:
-    """Exports a DiffMatte's three graphs and writes the manifest.
+    """Exports a DiffMatte's four graphs and writes the manifest.
 
     Args:
         model: a :class:`~diffmatte.modeling.diffmatte.DiffMatte` (not modified; its eval-mode

@@ -7,9 +7,10 @@
 Same inputs, outputs and seed rule as :class:`diffmatte.inference.Predictor`: the initial noise
 is ``torch.randn(1, 1, H, W, generator=torch.Generator().manual_seed(seed))`` reproduced by
 :class:`~diffmatte.deploy.noise.TorchCompatibleNormal`, the DDPM step noise continues that
-stream. Per image the backbone and the decoder's step-independent graph run once, then the step
-graph once per sampling step; preprocessing, padding, the sampler and post-processing are the
-numpy code below (docs/deploy.md describes them for other languages).
+stream. Per image the backbone and the decoder's step-independent graph run once, then a step
+graph once per sampling step (the banded one above ``banded_above_pixels``); preprocessing,
+padding, the sampler and post-processing are the numpy code below (docs/deploy.md describes them
+for other languages).
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ class OnnxPredictor:
     """An exported DiffMatte loaded into onnxruntime sessions, with the sampler in numpy.
 
     Args:
-        onnx_dir: directory written by ``tools/export_onnx.py`` (manifest and three graphs).
+        onnx_dir: directory written by ``tools/export_onnx.py`` (manifest and four graphs).
         threads: intra-op threads of each session; None lets onnxruntime choose.
         providers: onnxruntime execution providers; default CPU.
         verify: check each graph's SHA-256 against the manifest.
