@@ -214,3 +214,14 @@ def test_torch_free_timing_command(tiny_export, capsys):
     assert line.startswith("40x50 ddim2: ") and "peak RSS" in line
     assert compare.main(["--onnx-dir", str(out), "--strategy", "ddim0"]) == 2
     assert "error: invalid sampling strategy" in capsys.readouterr().err
+
+
+def test_unsettled_spectral_norms_are_detected():
+    from diffmatte.deploy.export import settle_spectral_norm, unsettled_spectral_norms
+
+    torch.manual_seed(0)
+    model = build_model(REPO_ROOT / "configs" / "res34.py")
+    # Fresh power-iteration vectors: sigma estimates far below the kernels' spectral norms.
+    assert unsettled_spectral_norms(model) == 32
+    assert unsettled_spectral_norms(settle_spectral_norm(model)) == 0
+    assert unsettled_spectral_norms(build_model(TINY_CONFIG)) == 0  # no spectral norm at all
