@@ -62,6 +62,88 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+# Decoder channel lists (downsample_in, upsample_in) of the released configs (docs/models.md).
+RELEASED_DECODER_CHANNELS = {
+    "ViTS": ((7, 32, 64, 128), (384, 256, 128, 64, 32)),
+    "ViTB": ((7, 32, 64, 128), (768, 256, 128, 64, 32)),
+    "ViTS_1024": ((7, 32, 64, 128), (384, 256, 128, 64, 32)),
+    "res34": ((7, 32, 64, 128, 128), (512, 256, 256, 128, 64, 32)),
+    "swin_t": ((7, 32, 64, 128, 128), (768, 256, 256, 128, 64, 32)),
+}
+
+
+@pytest.fixture(scope="session")
+def released_decoder_channels() -> dict:
+    """``{config: (downsample_in, upsample_in)}`` of the released configs' decoders."""
+    return RELEASED_DECODER_CHANNELS
+
+
+@pytest.fixture(scope="session")
+def random_decoder():
+    """``random_decoder(config, n=2, h=32, w=64, seed=0)``: an eval-mode DUNet with a released
+    config's channel lists, random weights and BatchNorm statistics (so that folding them
+    matters), and inputs for it: x (N, 7, H, W), t (N,) and features at its stride."""
+
+    def build(config: str, n: int = 2, h: int = 32, w: int = 64, seed: int = 0):
+        import torch
+
+        from diffmatte.modeling.decoder import DUNet
+
+        downsample_in, upsample_in = RELEASED_DECODER_CHANNELS[config]
+        torch.manual_seed(seed)
+        model = DUNet(downsample_in, upsample_in)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param in model.parameters():
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+            for module in model.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.weight.add_(1.0)
+                    mean = torch.randn(module.num_features, generator=gen) * 0.1
+                    module.running_mean.copy_(mean)
+                    module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+        gen = torch.Generator().manual_seed(seed + 1)
+        stride = 2 ** len(downsample_in)
+        x = torch.randn(n, 7, h, w, generator=gen)
+        t = torch.rand(n, generator=gen)
+        features = torch.randn(n, upsample_in[0], h // stride, w // stride, generator=gen)
+        return model.eval(), (x, t, features)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def check_attention_against_reference():
+    """``check(attend)``: ``attend(q, k, v, rel_h, rel_w, grid, scale)`` on a 15 x 11 token grid
+    (2 images, 3 heads, 5-row relative-position tables interpolated to 29 and 21 rows) must equal
+    ``attention_reference`` in values (1e-5) and in the gradients of every input (1e-4).
+    Returns the output."""
+
+    def check(attend):
+        import torch
+
+        from diffmatte.modeling.backbone.vit import attention_reference
+
+        gen = torch.Generator().manual_seed(3)
+        b, heads, dim, grid = 2, 3, 8, (15, 11)
+        q, k, v = (torch.randn(b, heads, grid[0] * grid[1], dim, generator=gen) for _ in range(3))
+        rel_h = torch.randn(9, dim, generator=gen)
+        rel_w = torch.randn(9, dim, generator=gen)
+        leaves = [t.requires_grad_() for t in (q, k, v, rel_h, rel_w)]
+        scale = dim**-0.5
+        ref = attention_reference(q, k, v, rel_h, rel_w, grid, grid, scale)
+        out = attend(q, k, v, rel_h, rel_w, grid, scale)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+        weight = torch.randn(out.shape, generator=gen)
+        grads_ref = torch.autograd.grad((ref * weight).sum(), leaves)
+        grads_out = torch.autograd.grad((out * weight).sum(), leaves)
+        for g_out, g_ref in zip(grads_out, grads_ref, strict=True):
+            torch.testing.assert_close(g_out, g_ref, atol=1e-4, rtol=1e-4)
+        return out
+
+    return check
+
+
 @pytest.fixture(scope="session")
 def tiny_config() -> Path:
     """``tests/configs/tiny_vit.py``: a tiny ViTS-style DiffMatte (random weights only)."""

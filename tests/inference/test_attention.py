@@ -15,24 +15,15 @@ from diffmatte.modeling.backbone.vit import ViT, attention_reference
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_chunked_attention_matches_reference_values_and_gradients():
-    gen = torch.Generator().manual_seed(3)
-    b, heads, dim, grid = 2, 3, 8, (15, 11)
-    q, k, v = (torch.randn(b, heads, grid[0] * grid[1], dim, generator=gen) for _ in range(3))
-    rel_h = torch.randn(9, dim, generator=gen)  # 5-row grid tables, interpolated to 29 and 21
-    rel_w = torch.randn(9, dim, generator=gen)
-    leaves = [t.requires_grad_() for t in (q, k, v, rel_h, rel_w)]
-    scale = dim**-0.5
-    ref = attention_reference(q, k, v, rel_h, rel_w, grid, grid, scale)
-    # A budget of 7 queries: 24 chunks, the last one partial.
-    budget = 7 * b * heads * grid[0] * grid[1] * 4
-    out = rel_pos_attention(q, k, v, rel_h, rel_w, grid, grid, scale, max_bias_bytes=budget)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
-    weight = torch.randn(out.shape, generator=gen)
-    grads_ref = torch.autograd.grad((ref * weight).sum(), leaves)
-    grads_out = torch.autograd.grad((out * weight).sum(), leaves)
-    for g_out, g_ref in zip(grads_out, grads_ref, strict=True):
-        torch.testing.assert_close(g_out, g_ref, atol=1e-4, rtol=1e-4)
+def test_chunked_attention_matches_reference_values_and_gradients(
+    check_attention_against_reference,
+):
+    def attend(q, k, v, rel_h, rel_w, grid, scale):
+        # A budget of 7 queries: 24 chunks, the last one partial.
+        budget = 7 * q.shape[0] * q.shape[1] * grid[0] * grid[1] * 4
+        return rel_pos_attention(q, k, v, rel_h, rel_w, grid, grid, scale, max_bias_bytes=budget)
+
+    check_attention_against_reference(attend)
 
 
 @pytest.mark.parametrize(

@@ -6,47 +6,13 @@ import torch
 
 import diffmatte.inference.upsample_conv as upsample_conv
 from diffmatte.inference.cached_decoder import CachedDUNet
-from diffmatte.modeling.decoder import DUNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# Channel lists of released configs.
-CONFIGS = {
-    "ViTS": ((7, 32, 64, 128), (384, 256, 128, 64, 32)),
-    "swin_t": ((7, 32, 64, 128, 128), (768, 256, 256, 128, 64, 32)),
-}
-
-
-def _decoder(name: str, seed: int = 0) -> DUNet:
-    """An eval-mode decoder with random weights and BatchNorm statistics."""
-    torch.manual_seed(seed)
-    model = DUNet(*CONFIGS[name])
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.add_(1.0)
-                module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
-                module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
-    return model.eval()
-
-
-def _inputs(name: str, n: int = 2, h: int = 32, w: int = 64, seed: int = 1):
-    gen = torch.Generator().manual_seed(seed)
-    down, up = CONFIGS[name]
-    stride = 2 ** len(down)
-    x = torch.randn(n, 7, h, w, generator=gen)
-    t = torch.rand(n, generator=gen)
-    features = torch.randn(n, up[0], h // stride, w // stride, generator=gen)
-    return x, t, features
-
 
 @pytest.mark.parametrize("name", ["ViTS", "swin_t"])
-def test_cached_step_matches_plain_forward(name):
-    model = _decoder(name)
-    x, t, features = _inputs(name)
+def test_cached_step_matches_plain_forward(random_decoder, name):
+    model, (x, t, features) = random_decoder(name)
     cached = CachedDUNet(model)
     with torch.no_grad():
         cache = cached.prepare(x[:, :6], features)
@@ -87,9 +53,8 @@ def test_prepare_and_cached_step_match_forward(
         cached.prepare(x[:, :6], features[..., :-1])
 
 
-def test_weights_are_cast_once_and_maps_computed_in_the_compute_dtype():
-    model = _decoder("ViTS")
-    x, t, features = _inputs("ViTS")
+def test_weights_are_cast_once_and_maps_computed_in_the_compute_dtype(random_decoder):
+    model, (x, t, features) = random_decoder("ViTS")
     cached = CachedDUNet(model, dtype=torch.bfloat16)
     for block in cached.down + cached.up:
         assert block.conv1_weight.dtype == block.conv2_bias.dtype == torch.bfloat16

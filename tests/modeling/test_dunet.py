@@ -8,14 +8,6 @@ import torch
 from diffmatte.modeling.decoder import DUNet, timestep_embedding
 from diffmatte.modeling.decoder.dunet import BasicDownBlock, BasicUpBlock
 
-# Channel lists of the released configs (docs/original_release.md#checkpoints).
-CONFIGS = {
-    "ViTS": ((7, 32, 64, 128), (384, 256, 128, 64, 32)),
-    "ViTB": ((7, 32, 64, 128), (768, 256, 128, 64, 32)),
-    "ViTS_1024": ((7, 32, 64, 128), (384, 256, 128, 64, 32)),
-    "res34": ((7, 32, 64, 128, 128), (512, 256, 256, 128, 64, 32)),
-    "swin_t": ((7, 32, 64, 128, 128), (768, 256, 256, 128, 64, 32)),
-}
 DECODER_PARAMS = {
     "ViTS": 5_268_481,
     "ViTB": 7_726_081,
@@ -26,36 +18,10 @@ DECODER_PARAMS = {
 PREFIX = "model.decoder."
 
 
-def _decoder(name: str, seed: int = 0) -> DUNet:
-    """An eval-mode decoder with random weights and BatchNorm statistics."""
-    torch.manual_seed(seed)
-    model = DUNet(*CONFIGS[name])
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.add_(1.0)
-                module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
-                module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
-    return model.eval()
-
-
-def _inputs(name: str, n: int = 2, h: int = 32, w: int = 64, seed: int = 1):
-    gen = torch.Generator().manual_seed(seed)
-    down, up = CONFIGS[name]
-    stride = 2 ** len(down)
-    x = torch.randn(n, 7, h, w, generator=gen)
-    t = torch.rand(n, generator=gen)
-    features = torch.randn(n, up[0], h // stride, w // stride, generator=gen)
-    return x, t, features
-
-
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_state_dict_matches_release(released_keys, name):
+@pytest.mark.parametrize("name", list(DECODER_PARAMS))
+def test_state_dict_matches_release(released_keys, released_decoder_channels, name):
     spec = released_keys(name)
-    model = DUNet(*CONFIGS[name])
+    model = DUNet(*released_decoder_channels[name])
     state = model.state_dict()
     expected = [k for k in spec["state_dict_order"] if k.startswith(PREFIX)]
     assert [PREFIX + k for k in state] == expected
@@ -67,12 +33,13 @@ def test_state_dict_matches_release(released_keys, name):
     # Strict load of random tensors with the released shapes.
     gen = torch.Generator().manual_seed(2)
     loaded = {k: torch.randn(v.shape, generator=gen).to(v.dtype) for k, v in state.items()}
-    DUNet(*CONFIGS[name]).load_state_dict(loaded, strict=True)
+    DUNet(*released_decoder_channels[name]).load_state_dict(loaded, strict=True)
 
 
 @pytest.mark.parametrize("name", ["ViTS", "res34"])
-def test_parameter_count_without_spec(name):
-    assert sum(p.numel() for p in DUNet(*CONFIGS[name]).parameters()) == DECODER_PARAMS[name]
+def test_parameter_count_without_spec(released_decoder_channels, name):
+    model = DUNet(*released_decoder_channels[name])
+    assert sum(p.numel() for p in model.parameters()) == DECODER_PARAMS[name]
 
 
 def test_mismatched_channel_lists_raise():
@@ -95,9 +62,8 @@ def test_timestep_embedding_known_values():
 
 
 @pytest.mark.parametrize("name", ["ViTS", "res34"])
-def test_forward_shape_determinism_and_time_dependence(name):
-    model = _decoder(name)
-    x, t, features = _inputs(name)
+def test_forward_shape_determinism_and_time_dependence(random_decoder, name):
+    model, (x, t, features) = random_decoder(name)
     with torch.no_grad():
         out = model(x, t, features)
         again = model(x, t, features)
@@ -111,16 +77,14 @@ def test_forward_shape_determinism_and_time_dependence(name):
     torch.testing.assert_close(single, out[1:], atol=1e-4, rtol=1e-4)
 
 
-def test_feature_size_mismatch_raises():
-    model = _decoder("ViTS")
-    x, t, features = _inputs("ViTS")
+def test_feature_size_mismatch_raises(random_decoder):
+    model, (x, t, features) = random_decoder("ViTS")
     with pytest.raises(ValueError, match="do not match the decoder input"):
         model(x, t, features[:, :, :, :-1])
 
 
-def test_skip_concatenation_order_and_resolutions():
-    model = _decoder("res34")
-    x, t, features = _inputs("res34", n=1)
+def test_skip_concatenation_order_and_resolutions(random_decoder):
+    model, (x, t, features) = random_decoder("res34", n=1)
     seen = {}
 
     def keep(name):
@@ -193,8 +157,8 @@ def test_up_block_shortcut_is_bilinear_then_conv():
     torch.testing.assert_close(out[0, 0, :, 0], torch.tensor([0.0, 2.0, 6.0, 8.0]))
 
 
-def test_matting_head_layout():
-    model = _decoder("ViTS")
+def test_matting_head_layout(random_decoder):
+    model, _ = random_decoder("ViTS")
     convs = model.matting_head.matting_convs
     assert isinstance(convs[1], torch.nn.BatchNorm2d) and convs[1].eps == 1e-5
     assert isinstance(convs[2], torch.nn.ReLU)

@@ -121,25 +121,16 @@ def test_get_rel_pos_without_interpolation_and_unequal_sizes():
     torch.testing.assert_close(rel, torch.tensor([[3.0, 2, 1, 0], [5.0, 4, 3, 2]]))
 
 
-def test_sdpa_with_rel_pos_bias_matches_reference_values_and_gradients():
+def test_sdpa_with_rel_pos_bias_matches_reference_values_and_gradients(
+    check_attention_against_reference,
+):
     # The model's own attention: the full bias as the float mask of scaled_dot_product_attention.
-    gen = torch.Generator().manual_seed(3)
-    b, heads, dim, grid = 2, 3, 8, (15, 11)
-    q, k, v = (torch.randn(b, heads, grid[0] * grid[1], dim, generator=gen) for _ in range(3))
-    rel_h = torch.randn(9, dim, generator=gen)  # 5-row grid tables, interpolated to 29 and 21
-    rel_w = torch.randn(9, dim, generator=gen)
-    leaves = [t.requires_grad_() for t in (q, k, v, rel_h, rel_w)]
-    scale = dim**-0.5
-    ref = attention_reference(q, k, v, rel_h, rel_w, grid, grid, scale)
-    bias = rel_pos_bias(q, rel_h, rel_w, grid, grid)
-    assert bias.shape == (b, heads, 165, 165)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
-    weight = torch.randn(out.shape, generator=gen)
-    grads_ref = torch.autograd.grad((ref * weight).sum(), leaves)
-    grads_out = torch.autograd.grad((out * weight).sum(), leaves)
-    for g_out, g_ref in zip(grads_out, grads_ref, strict=True):
-        torch.testing.assert_close(g_out, g_ref, atol=1e-4, rtol=1e-4)
+    def attend(q, k, v, rel_h, rel_w, grid, scale):
+        bias = rel_pos_bias(q, rel_h, rel_w, grid, grid)
+        assert bias.shape == (2, 3, 165, 165)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+
+    check_attention_against_reference(attend)
 
 
 def test_reference_attention_matches_explicit_formula():
