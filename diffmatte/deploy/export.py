@@ -14,7 +14,6 @@ the alpha with PyTorch's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffmatte.deploy.compare import synthetic_pair
 from diffmatte.deploy.graphs import (
     DEFAULT_BANDS,
     DEFAULT_QUERY_CHUNKS,
@@ -45,6 +45,7 @@ from diffmatte.diffusion.schedules import GAMMA_CLIP_MIN, LOG_SNR_CLIP_MIN
 from diffmatte.inference.tiling import TAIL_HALO
 from diffmatte.modeling.backbone.resnet import SpectralNorm
 from diffmatte.modeling.backbone.vit import ViT
+from diffmatte.utils.fileio import file_sha256
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -101,14 +102,6 @@ def unsettled_spectral_norms(model: nn.Module, fraction: float = 0.5) -> int:
             largest = torch.linalg.matrix_norm(kernel.double(), ord=2)
             count += bool(module.sigma().detach().double() < fraction * largest)
     return count
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _io_signature(path: Path) -> dict[str, list[dict]]:
@@ -279,21 +272,12 @@ def _export_all(
     }
     for key, name in GRAPH_FILES.items():
         path = out / name
-        manifest["graphs"][key] = {"file": name, "sha256": _sha256(path), **_io_signature(path)}
+        manifest["graphs"][key] = {"file": name, "sha256": file_sha256(path), **_io_signature(path)}
     with tempfile.NamedTemporaryFile("w", dir=out, suffix=".tmp", delete=False) as f:
         json.dump(manifest, f, indent=2)
     os.chmod(f.name, 0o644)
     os.replace(f.name, out / MANIFEST_NAME)
     return manifest
-
-
-def _check_inputs(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    image = rng.random((height, width, 3), dtype=np.float32)
-    trimap = np.full((height, width), 0.5, np.float32)
-    trimap[: height // 4] = 0.0
-    trimap[-(height // 4) :] = 1.0
-    return image, trimap
 
 
 @torch.no_grad()
@@ -324,19 +308,17 @@ def check_export(
     from diffmatte.inference.functional import predict_alpha
 
     model.eval()
-    # Every size through both step graphs: the plain one and the banded one.
-    runtimes = {
-        "": OnnxPredictor(onnx_dir, max_pixels=None, banded_above_pixels=None),
-        " (banded step)": OnnxPredictor(onnx_dir, max_pixels=None, banded_above_pixels=0),
-    }
+    runtime = OnnxPredictor(onnx_dir, max_pixels=None)
     worst = 0.0
     for height, width in sizes:
-        image, trimap = _check_inputs(height, width, seed)
+        image, trimap = synthetic_pair(height, width, seed)
         for strategy in strategies:
             expected = predict_alpha(
                 model, image, torch.from_numpy(trimap), Sampler.from_strategy(strategy), seed
             ).alpha
-            for label, runtime in runtimes.items():
+            # Every size through both step graphs: the plain one and the banded one.
+            for label, banded_above in (("", None), (" (banded step)", 0)):
+                runtime.banded_above_pixels = banded_above
                 try:
                     got = runtime.predict(image, trimap, strategy=strategy, seed=seed).alpha
                 except Exception as err:  # onnxruntime's own error types

@@ -15,7 +15,6 @@ for other languages).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from diffmatte.deploy.noise import TorchCompatibleNormal
+from diffmatte.utils.fileio import file_sha256
 
 __all__ = [
     "DEFAULT_BANDED_ABOVE_PIXELS",
@@ -181,14 +181,6 @@ def _pad(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class OnnxPredictor:
     """An exported DiffMatte loaded into onnxruntime sessions, with the sampler in numpy.
 
@@ -243,7 +235,7 @@ class OnnxPredictor:
             path = root / manifest["graphs"][key]["file"]
             if not path.is_file():
                 raise ExportFormatError(f"{path}: graph file missing")
-            if verify and _sha256(path) != manifest["graphs"][key]["sha256"]:
+            if verify and file_sha256(path) != manifest["graphs"][key]["sha256"]:
                 raise ExportFormatError(f"{path}: SHA-256 does not match the manifest")
             self.sessions[key] = ort.InferenceSession(
                 str(path), sess_options=options, providers=providers

@@ -12,7 +12,6 @@ Files are always read with ``torch.load(weights_only=True)``: no code in a check
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import pickletools
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from diffmatte.utils.fileio import atomic_torch_save
+from diffmatte.utils.fileio import atomic_torch_save, file_sha256
 
 __all__ = [
     "CheckpointError",
@@ -37,7 +36,6 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint",
     "save_model_weights",
-    "file_sha256",
     "CheckpointVerification",
     "verify_checkpoint",
 ]
@@ -499,15 +497,6 @@ def save_model_weights(model: nn.Module, path: str | Path) -> Path:
     """
     state_dict = {RELEASED_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_torch_save(state_dict, path)
-
-
-def file_sha256(path: str | Path, chunk_bytes: int = 2**20) -> str:
-    """The SHA-256 of a file as 64 lowercase hex digits (read in chunks)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as file:
-        while chunk := file.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

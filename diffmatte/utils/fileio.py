@@ -12,6 +12,7 @@ temporary file is removed and a file already at the destination is left as it wa
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -25,6 +26,7 @@ __all__ = [
     "atomic_torch_save",
     "check_writable_file",
     "check_writable_folder",
+    "file_sha256",
     "remove_temporaries",
 ]
 
@@ -199,3 +201,12 @@ def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 2**20) -> str:
+    """The SHA-256 of a file as 64 lowercase hex digits (read in chunks)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        while chunk := file.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
